@@ -1,0 +1,1 @@
+"""Functional smooth activations (see `keras_space.layers.SmoothActivation`)."""

@@ -1,0 +1,1 @@
+"""keras_space.callbacks: public callbacks (see DESIGN.md)."""

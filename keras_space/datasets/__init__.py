@@ -1,0 +1,1 @@
+"""keras_space.datasets: public datasets (see DESIGN.md)."""

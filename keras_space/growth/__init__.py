@@ -1,0 +1,1 @@
+"""keras_space.growth: public growth (see DESIGN.md)."""

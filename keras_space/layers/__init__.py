@@ -1,0 +1,1 @@
+"""keras_space.layers: public layers (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""keras_space.losses: public losses (see DESIGN.md)."""

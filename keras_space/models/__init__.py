@@ -1,0 +1,1 @@
+"""keras_space.models: public models (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""keras_space.ops: public ops (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""keras_space.optimizers: public optimizers (see DESIGN.md)."""
