@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
+from keras_space.layers import SmoothLeakyReLU, SmoothReLU  # noqa: E402
+
 
 def load_data():
     digits = load_digits()
@@ -23,10 +25,15 @@ def load_data():
 def main():
     keras.utils.set_random_seed(0)
     x_train, x_test, y_train, y_test = load_data()
+    # Smooth activations: ReLU convolved with a Gaussian (trainable width), and
+    # SAU (leaky ReLU smoothed, trainable slope).
     model = keras.Sequential(
         [
             keras.Input((64,)),
-            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(128),
+            SmoothReLU(sigma=0.5, trainable_sigma=True),
+            keras.layers.Dense(64),
+            SmoothLeakyReLU(alpha=0.05, sigma=0.5),
             keras.layers.Dense(10),
         ]
     )

@@ -1,0 +1,43 @@
+"""SmoothSign: sign smoothed by convolution with an approximate identity."""
+
+from keras_space import activations as A
+from keras_space.api_export import keras_space_export
+from keras_space.layers.smooth_activation import SmoothBase
+
+
+@keras_space_export("keras_space.layers.SmoothSign")
+class SmoothSign(SmoothBase):
+    """sign(x) convolved with a kernel of width sigma (closed form).
+
+    See `keras_space.activations.smooth_sign` for the formula.
+
+    Args:
+        sigma: initial kernel width, > 0.
+        kernel: "gaussian", "logistic" or "cauchy".
+        trainable_sigma: learn the width (parametrised as log sigma).
+        per_channel: one width per channel of the last axis.
+        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: a float tensor of any shape.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_space.layers import SmoothSign
+
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16), SmoothSign(sigma=0.5, trainable_sigma=True)]
+    )
+    ```
+
+    References:
+        - [SAU: Smooth activation function using convolution with approximate
+          identities](https://arxiv.org/abs/2109.13210)
+    """
+
+    bounded = True
+
+    def smooth(self, x, sigma):
+        return A.smooth_sign(x, sigma, kernel=self.kernel)

@@ -1,0 +1,253 @@
+"""Smooth activations against scipy quadrature of the convolution integral."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import integrate, stats
+
+from keras_space import activations as A
+
+pytestmark = pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+
+DIST = {"gaussian": stats.norm, "logistic": stats.logistic, "cauchy": stats.cauchy}
+XS = np.concatenate([np.linspace(-4.0, 4.0, 33) + 0.013, [-0.0, 0.0, 1.0, -2.0]])
+
+
+def convolve(f, x, sigma, kernel, jumps=()):
+    """E[f(x + sigma Z)] by scipy.quad over the whole line, split at jumps of f."""
+    dist = DIST[kernel]
+    # cut at the jumps and around the kernel's peak so quad sees every piece
+    near = {(j - x) / sigma for j in jumps if abs(j - x) / sigma < 40.0}
+    cuts = sorted(near | {-30.0, -10.0, -3.0, 0.0, 3.0, 10.0, 30.0})
+    edges = [-np.inf, *cuts, np.inf]
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        val, _ = integrate.quad(
+            lambda z: f(x + sigma * z) * dist.pdf(z), lo, hi, limit=400,
+            epsabs=1e-13, epsrel=1e-12,
+        )
+        total += val
+    return total
+
+
+def reference(f, xs, sigma, kernel, jumps=()):
+    return np.array([convolve(f, x, sigma, kernel, jumps) for x in xs])
+
+
+def step(y):
+    return np.where(y > 0, 1.0, 0.0)
+
+
+CASES = {
+    # name: (our function, numpy f, jumps/kinks, kernels with a closed form)
+    "relu": (A.smooth_relu, lambda y: max(y, 0.0), (0.0,), ("gaussian", "logistic")),
+    "abs": (A.smooth_abs, abs, (0.0,), ("gaussian", "logistic")),
+    "sign": (A.smooth_sign, np.sign, (0.0,), ("gaussian", "logistic", "cauchy")),
+    "step": (A.smooth_step, step, (0.0,), ("gaussian", "logistic", "cauchy")),
+    "floor": (A.smooth_floor, math.floor, tuple(range(-40, 41)), ("gaussian", "logistic")),
+}
+
+
+@pytest.mark.parametrize(
+    "name, kernel, sigma",
+    [
+        (n, k, s)
+        for n, case in CASES.items()
+        for k in case[3]
+        # floor: both branches (sigma < 1/2 direct, >= 1/2 Fourier); larger sigma
+        # only makes the quad reference slow (one piece per integer)
+        for s in ((0.05, 0.3, 0.5, 1.0) if n == "floor" else (0.05, 0.3, 1.0, 2.5))
+    ],
+)
+def test_closed_forms_match_quadrature(name, kernel, sigma):
+    ours, f, jumps, _ = CASES[name]
+    got = np.asarray(ours(XS, sigma, kernel=kernel))
+    assert got.dtype == np.float64
+    want = reference(f, XS, sigma, kernel, jumps)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic"])
+@pytest.mark.parametrize("alpha", [0.0, 0.01, 0.3])
+def test_leaky_relu_matches_quadrature(kernel, alpha):
+    got = np.asarray(A.smooth_leaky_relu(XS, alpha, 0.4, kernel=kernel))
+    want = reference(lambda y: max(y, alpha * y), XS, 0.4, kernel, (0.0,))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic"])
+def test_smooth_max_matches_quadrature(kernel):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=20), rng.normal(size=20)
+    got = np.asarray(A.smooth_max(a, b, 0.3, kernel=kernel))
+    want = [
+        convolve(lambda y, b=bi: max(y, b), ai, 0.3, kernel, (bi,))
+        for ai, bi in zip(a, b, strict=True)
+    ]
+    # a - b and b are O(1): quad's own absolute error is ~1e-8 here
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+    # symmetric
+    np.testing.assert_allclose(got, np.asarray(A.smooth_max(b, a, 0.3, kernel=kernel)), rtol=1e-12)
+
+
+def test_gelu_and_swish_are_smoothed_steps():
+    x = np.linspace(-6, 6, 101)
+    x64 = keras.ops.convert_to_tensor(x, "float64")
+    gelu = keras.activations.gelu(x64, approximate=False)
+    silu = keras.activations.silu(x64)
+    ours_gelu = x * np.asarray(A.smooth_step(x, 1.0))
+    ours_silu = x * np.asarray(A.smooth_step(x, 1.0, "logistic"))
+    # GELU(x) = x Phi(x), SiLU(x) = x expit(x) by definition ...
+    np.testing.assert_allclose(ours_gelu, x * stats.norm.cdf(x), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(ours_silu, x * stats.logistic.cdf(x), rtol=1e-12)
+    # ... and as Keras computes them (its float64 GELU carries ~1e-7 relative error)
+    np.testing.assert_allclose(ours_gelu, gelu, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(ours_silu, silu, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sigma_to_zero_recovers_f(name):
+    ours, f, jumps, kernels = CASES[name]
+    x = np.linspace(-3.0, 3.0, 61) + 0.05  # away from every jump by >= 0.05
+    for kernel in kernels:
+        got = np.asarray(ours(x, 1e-4, kernel=kernel))
+        err = np.abs(got - np.array([f(v) for v in x]))
+        if kernel == "cauchy":  # heavy tails: the error is 2 sigma / (pi d) at distance d
+            assert np.all(err <= 2e-4 / (np.pi * np.abs(x)) * 1.01)
+        else:
+            assert np.all(err <= 1e-9)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: A.smooth_relu(x, 0.3),
+        lambda x: A.smooth_abs(x, 0.3, "logistic"),
+        lambda x: A.smooth_sign(x, 0.3, "cauchy"),
+        lambda x: A.smooth_floor(x, 0.2),
+        lambda x: A.smooth_floor(x, 0.7, "logistic"),
+        lambda x: A.smooth_leaky_relu(x, 0.1, 0.5),
+        lambda x: A.mollify(keras.ops.floor, x, 0.3),
+    ],
+)
+def test_gradients_match_finite_differences(fn):
+    x = tf.constant(XS)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+    grad = tape.gradient(y, x).numpy()
+    h = 1e-6
+    fd = (np.asarray(fn(XS + h)) - np.asarray(fn(XS - h))) / (2 * h)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6)
+
+
+def test_relu_derivative_is_the_smoothed_step():
+    x = tf.constant(XS)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = A.smooth_relu(x, 0.5)
+    np.testing.assert_allclose(
+        tape.gradient(y, x).numpy(), stats.norm.cdf(XS / 0.5), rtol=1e-10, atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic"])
+def test_low_precision_is_overflow_safe(dtype, kernel):
+    x64 = np.array([-1e4, -300.0, -20.0, -1.0, 0.0, 1.0, 20.0, 300.0, 1e4])
+    x = keras.ops.cast(x64, dtype)
+    for fn in (A.smooth_relu, A.smooth_abs, A.smooth_sign, A.smooth_step, A.smooth_floor):
+        for sigma in (0.01, 1.0):
+            y = fn(x, sigma, kernel=kernel)
+            assert keras.backend.standardize_dtype(y.dtype) == dtype
+            y = np.asarray(keras.ops.cast(y, "float64"))
+            want = np.asarray(fn(np.asarray(keras.ops.cast(x, "float64")), sigma, kernel=kernel))
+            assert np.all(np.isfinite(y)), (fn.__name__, y)
+            np.testing.assert_allclose(y, want, rtol=1e-2, atol=1e-2)
+
+
+# --- mollify ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic"])
+@pytest.mark.parametrize("sigma", [0.1, 0.7])
+def test_mollify_discontinuous_functions_match_quadrature(kernel, sigma):
+    floor = reference(math.floor, XS, sigma, kernel, range(-40, 41))
+    np.testing.assert_allclose(A.mollify(keras.ops.floor, XS, sigma, kernel), floor, atol=1e-4)
+    stp = reference(step, XS, sigma, kernel, (0.0,))
+
+    def keras_step(v):
+        return keras.ops.cast(v > 0, v.dtype)
+
+    np.testing.assert_allclose(A.mollify(keras_step, XS, sigma, kernel), stp, atol=1e-4)
+
+
+def test_mollify_reproduces_closed_forms():
+    for name, (ours, _, _, _) in CASES.items():
+        fn = {
+            "relu": keras.ops.relu,
+            "abs": keras.ops.abs,
+            "sign": keras.ops.sign,
+            "step": lambda v: keras.ops.cast(v > 0, v.dtype),
+            "floor": keras.ops.floor,
+        }[name]
+        np.testing.assert_allclose(A.mollify(fn, XS, 0.3), ours(XS, 0.3), atol=1e-7, err_msg=name)
+
+
+def test_mollify_smooth_function_gauss_rules():
+    want = reference(np.sin, XS, 0.7, "gaussian")
+    np.testing.assert_allclose(A.mollify(keras.ops.sin, XS, 0.7, num_points=32, rule="gauss"), want, atol=1e-10)
+    # closed form: E[sin(x + sigma Z)] = sin(x) exp(-sigma^2 / 2)
+    np.testing.assert_allclose(want, np.sin(XS) * np.exp(-0.245), atol=1e-10)
+    want = reference(np.tanh, XS, 0.5, "cauchy")
+    got = A.mollify(keras.ops.tanh, XS, 0.5, "cauchy", num_points=256)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_mollify_jump_off_the_lattice_converges():
+    """A jump at 1/3 is not on the dyadic lattice: O(h / sigma) error, shrinking with cells."""
+
+    def third_step(v):
+        return keras.ops.cast(v > 1.0 / 3.0, v.dtype)
+
+    want = reference(lambda y: float(y > 1 / 3), XS, 0.5, "gaussian", (1 / 3,))
+    errors = [
+        np.abs(np.asarray(A.mollify(third_step, XS, 0.5, num_points=n)) - want).max()
+        for n in (128, 512, 2048)
+    ]
+    assert errors[0] < 2e-2 and errors[1] < errors[0] / 2 and errors[2] < errors[1] / 2
+
+
+def test_mollify_per_element_sigma_and_float16():
+    sigma = np.linspace(0.1, 1.0, XS.size)
+    got = A.mollify(keras.ops.relu, XS, sigma)
+    np.testing.assert_allclose(got, A.smooth_relu(XS, sigma), atol=1e-7)
+    y16 = A.mollify(keras.ops.relu, keras.ops.cast(XS, "float16"), 0.3)
+    assert keras.backend.standardize_dtype(y16.dtype) == "float16"
+
+
+# --- bad arguments ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_sigma(sigma):
+    with pytest.raises(ValueError, match=r"sigma=.*" + str(sigma)[:3]):
+        A.smooth_relu(XS, sigma)
+
+
+def test_bad_kernel_and_fn():
+    with pytest.raises(ValueError, match="kernel='box'"):
+        A.smooth_sign(XS, 1.0, kernel="box")
+    with pytest.raises(ValueError, match="Cauchy kernel has no mean"):
+        A.smooth_relu(XS, 1.0, kernel="cauchy")
+    with pytest.raises(ValueError, match="fn=3"):
+        A.mollify(3, XS)
+    with pytest.raises(ValueError, match="keras.ops"):
+        A.mollify(lambda v: np.floor(v), XS)  # numpy, not traceable by keras.ops
+    with pytest.raises(ValueError, match="num_points=1"):
+        A.mollify(keras.ops.relu, XS, num_points=1)
+    with pytest.raises(ValueError, match="rule='simpson'"):
+        A.mollify(keras.ops.relu, XS, rule="simpson")
