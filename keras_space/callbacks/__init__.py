@@ -1,1 +1,3 @@
-"""keras_space.callbacks: public callbacks (see DESIGN.md)."""
+"""keras_space.callbacks: training callbacks (see DESIGN.md)."""
+
+from keras_space.callbacks.similarity_evaluator import SimilarityEvaluator

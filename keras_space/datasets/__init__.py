@@ -1,1 +1,2 @@
 """keras_space.datasets: public datasets (see DESIGN.md)."""
+from keras_space.datasets.sts import load_sts

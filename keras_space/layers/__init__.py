@@ -1,8 +1,12 @@
 """keras_space.layers: the public layers (see DESIGN.md)."""
 
+from keras_space.layers.masked_mean_pooling import MaskedMeanPooling
+from keras_space.layers.random_projection import RandomProjection
+from keras_space.layers.sim_hash import SimHash
 from keras_space.layers.smooth_abs import SmoothAbs
 from keras_space.layers.smooth_activation import SmoothActivation
 from keras_space.layers.smooth_leaky_relu import SmoothLeakyReLU
 from keras_space.layers.smooth_max import SmoothMax
 from keras_space.layers.smooth_relu import SmoothReLU
 from keras_space.layers.smooth_sign import SmoothSign
+from keras_space.layers.whitening_layer import WhiteningLayer

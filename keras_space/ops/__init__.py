@@ -1,1 +1,9 @@
-"""keras_space.ops: public ops (see DESIGN.md)."""
+"""keras_space.ops: numerics with no weights (see DESIGN.md)."""
+
+from keras_space.ops.jl import (
+    hamming_similarity,
+    jl_epsilon,
+    jl_min_dim,
+    min_embedding_dim,
+)
+from keras_space.ops.randomized_svd import randomized_svd

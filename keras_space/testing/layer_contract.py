@@ -193,6 +193,7 @@ def run_layer_contract(
     mixed_precision_output_dtype=None,
     rtol=1e-6,
     atol=1e-6,
+    setup=None,
 ):
     """Check that a layer keeps the keras_space layer contract.
 
@@ -216,6 +217,8 @@ def run_layer_contract(
         mixed_precision_output_dtype: the output dtype(s) expected under
             `mixed_float16` (default float16 for float outputs).
         rtol, atol: tolerances for "identical outputs".
+        setup: optional callable applied to every fresh layer instance before
+            its first call (e.g. `lambda layer: layer.adapt(data)`).
 
     Raises:
         LayerContractError: naming the clause that failed.
@@ -241,8 +244,14 @@ def run_layer_contract(
         else np.asarray(input_data)
     )
 
+    def make(config=None):
+        new = layer_cls(**init_kwargs) if config is None else layer_cls.from_config(config)
+        if setup is not None:
+            setup(new)
+        return new
+
     # 1. Config round trip.
-    layer = layer_cls(**init_kwargs)
+    layer = make()
     config = layer.get_config()
     for key, value in init_kwargs.items():
         if key not in config:
@@ -254,7 +263,7 @@ def run_layer_contract(
                 "config",
                 f"get_config()[{key!r}] is {config[key]!r}, constructed with {value!r}",
             )
-    revived = layer_cls.from_config(config)
+    revived = make(config)
     if _normalize(revived.get_config()) != _normalize(config):
         raise LayerContractError(
             "config", "from_config(get_config()).get_config() differs from get_config()"
@@ -346,9 +355,7 @@ def run_layer_contract(
     )
 
     # 4. One fit step.
-    model, mlayer, mouts = _build_model(
-        lambda: layer_cls(**init_kwargs), input_data, input_dtypes, call_kwargs
-    )
+    model, mlayer, mouts = _build_model(make, input_data, input_dtypes, call_kwargs)
     if run_fit:
         before = [np.array(w) for w in mlayer.trainable_weights]
         _fit_once(model, input_data, mouts, "fit")
@@ -413,18 +420,17 @@ def run_layer_contract(
             call_kwargs,
             run_fit,
             mixed_precision_output_dtype,
+            make,
         )
 
 
 def _check_mixed_precision(
-    layer_cls, init_kwargs, input_data, input_dtypes, call_kwargs, run_fit, out_dtypes
+    layer_cls, init_kwargs, input_data, input_dtypes, call_kwargs, run_fit, out_dtypes, make
 ):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        model, layer, outs = _build_model(
-            lambda: layer_cls(**init_kwargs), input_data, input_dtypes, call_kwargs
-        )
+        model, layer, outs = _build_model(make, input_data, input_dtypes, call_kwargs)
         result = _as_list(_to_numpy(model(_model_input(input_data))))
         if out_dtypes is None:
             out_dtypes = [
@@ -440,10 +446,11 @@ def _check_mixed_precision(
             if _is_float(out.dtype) and not np.all(np.isfinite(out)):
                 raise LayerContractError("mixed_precision", f"output {i} is not finite")
         for w in layer.weights:
-            if _is_float(w.dtype) and str(w.dtype) != "float32":
+            if str(w.dtype) in ("float16", "bfloat16"):
                 raise LayerContractError(
                     "mixed_precision",
-                    f"weight {w.path} is {w.dtype}; float weights must stay float32",
+                    f"weight {w.path} is {w.dtype}; float weights must stay float32 "
+                    "(or float64)",
                 )
         if run_fit:
             _fit_once(model, input_data, outs, "mixed_precision")

@@ -1,0 +1,139 @@
+"""SimilarityEvaluator: STS-style Spearman/Pearson of cosine similarity, per epoch."""
+
+import keras
+import numpy as np
+
+from keras_space.api_export import keras_space_export
+
+
+def cosine_similarity_rows(a, b):
+    """Row-wise cosine of two (n, d) arrays, float64, zero rows give 0."""
+    a = np.asarray(a, dtype="float64")
+    b = np.asarray(b, dtype="float64")
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    return np.sum(a * b, axis=1) / np.maximum(na * nb, 1e-300)
+
+
+def average_ranks(x):
+    """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata)."""
+    x = np.asarray(x, dtype="float64")
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    starts = np.r_[0, np.flatnonzero(sorted_x[1:] != sorted_x[:-1]) + 1]
+    ends = np.r_[starts[1:], x.size]
+    ranks = np.empty(x.size, dtype="float64")
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def pearson(a, b):
+    a = np.asarray(a, dtype="float64") - np.mean(a)
+    b = np.asarray(b, dtype="float64") - np.mean(b)
+    return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
+
+
+def spearman(a, b):
+    return pearson(average_ranks(a), average_ranks(b))
+
+
+def similarity_correlations(emb1, emb2, scores):
+    """(spearman, pearson) between the gold scores and row-wise cosine."""
+    cos = cosine_similarity_rows(emb1, emb2)
+    return spearman(cos, scores), pearson(cos, scores)
+
+
+@keras_space_export("keras_space.callbacks.SimilarityEvaluator")
+class SimilarityEvaluator(keras.callbacks.Callback):
+    """Log Spearman and Pearson correlations of cosine similarity on sentence pairs.
+
+    At the end of each epoch (and with `evaluate()` at any time) it embeds
+    both sides of every pair with `encoder`, takes the cosine of each pair,
+    and correlates it with the gold scores, as the STS benchmarks do. The
+    figures go into the epoch's `logs` (so `History`, `EarlyStopping` and
+    `ModelCheckpoint` can use them) as `{name}_spearman` and `{name}_pearson`.
+
+    Args:
+        pairs: (sentences1, sentences2): two equal-length sequences of inputs
+            the encoder takes (strings when `encode` handles text, or
+            arrays/dicts of token ids).
+        scores: gold similarity scores, one per pair.
+        encoder: a Keras model mapping inputs to sentence vectors, or any
+            callable `encode(inputs) -> (n, d) array`.
+        encode: optional function `(encoder, inputs) -> (n, d) array`; the
+            default is `encoder.predict(inputs)`. Use it to tokenise text,
+            e.g. with `keras_space.models.encode_texts`.
+        name: prefix of the logged keys.
+        verbose: print the figures after each epoch.
+
+    Example:
+
+    ```python
+    import keras_hub
+    from keras_space.callbacks import SimilarityEvaluator
+    from keras_space.datasets import load_sts
+    from keras_space.models import encode_texts, sentence_encoder
+    from keras_space.utils import minilm_path
+
+    s1, s2, gold = load_sts("../shared/data/sts/2012/MSRpar.test.tsv")
+    backbone = keras_hub.models.BertBackbone.from_preset(minilm_path())
+    pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(minilm_path())
+    encoder = sentence_encoder(backbone, pooling="mean")
+    evaluator = SimilarityEvaluator(
+        (s1, s2), gold, encoder, encode=lambda enc, x: encode_texts(enc, pre, x)
+    )
+    print(evaluator.evaluate())  # {"sts_spearman": ..., "sts_pearson": ...}
+    ```
+    """
+
+    def __init__(self, pairs, scores, encoder, encode=None, name="sts", verbose=0):
+        super().__init__()
+        if not isinstance(pairs, (tuple, list)) or len(pairs) != 2:
+            raise ValueError(
+                "`pairs` must be a (sentences1, sentences2) tuple. Received: "
+                f"{type(pairs).__name__} of length {len(pairs) if hasattr(pairs, '__len__') else '?'}"
+            )
+        self.first, self.second = pairs
+        self.scores = np.asarray(scores, dtype="float64")
+        n1, n2 = _length(self.first), _length(self.second)
+        if not n1 == n2 == len(self.scores):
+            raise ValueError(
+                f"`pairs` and `scores` must have the same length. Received {n1}, {n2} and {len(self.scores)}"
+            )
+        if len(self.scores) < 3:
+            raise ValueError(f"At least 3 scored pairs are needed. Received {len(self.scores)}")
+        if not np.all(np.isfinite(self.scores)):
+            raise ValueError("`scores` contains NaN or inf (unscored pairs?); drop them first.")
+        self.encoder = encoder
+        self.encode = encode
+        self.name = name
+        self.verbose = verbose
+        self.history = []
+
+    def _embed(self, inputs):
+        if self.encode is not None:
+            return np.asarray(self.encode(self.encoder, inputs))
+        if hasattr(self.encoder, "predict"):
+            return np.asarray(self.encoder.predict(inputs, verbose=0))
+        return np.asarray(self.encoder(inputs))
+
+    def evaluate(self):
+        """Spearman and Pearson now, as a dict."""
+        spearman, pearson = similarity_correlations(
+            self._embed(self.first), self._embed(self.second), self.scores
+        )
+        return {f"{self.name}_spearman": spearman, f"{self.name}_pearson": pearson}
+
+    def on_epoch_end(self, epoch, logs=None):
+        result = self.evaluate()
+        self.history.append(result)
+        if logs is not None:
+            logs.update(result)
+        if self.verbose:
+            print(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items()))
+
+
+def _length(x):
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
+    return len(x)

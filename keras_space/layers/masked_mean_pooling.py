@@ -1,0 +1,71 @@
+"""MaskedMeanPooling: padding-aware mean over the sequence axis."""
+
+import keras
+from keras import ops
+
+from keras_space.api_export import keras_space_export
+
+
+@keras_space_export("keras_space.layers.MaskedMeanPooling")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean over the sequence axis that ignores padding, over one or several tensors.
+
+    With one hidden-state tensor (batch, seq, dim) it is the padding-aware
+    mean pooling of sentence encoders; with several (e.g. the first and the
+    last Transformer layer's outputs: "first-last-avg" of BERT-whitening) it
+    averages them first. Padding comes from the `padding_mask` call argument
+    (True/1 = real token) or from an upstream Keras mask; without either every
+    position counts. A row with no real token pools to zeros. Sums run in
+    float32 under mixed precision.
+
+    Call arguments:
+        inputs: a tensor (batch, seq, dim), or a list of such tensors of the
+            same shape to average.
+        padding_mask: optional (batch, seq) boolean or 0/1 tensor.
+
+    Example:
+
+    ```python
+    import keras_hub
+    from keras_space.layers import MaskedMeanPooling
+    from keras_space.utils import minilm_path
+
+    backbone = keras_hub.models.BertBackbone.from_preset(minilm_path())
+    pooled = MaskedMeanPooling()(
+        backbone.output["sequence_output"], padding_mask=backbone.input["padding_mask"]
+    )
+    ```
+
+    References:
+        - Su et al., "Whitening Sentence Representations for Better Semantics
+          and Faster Retrieval", https://arxiv.org/abs/2103.15316
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, padding_mask=None, mask=None):
+        tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        x = ops.cast(tensors[0], "float32")
+        for t in tensors[1:]:
+            x = x + ops.cast(t, "float32")
+        x = x / float(len(tensors))
+        if padding_mask is None and mask is not None:
+            padding_mask = mask[0] if isinstance(mask, (list, tuple)) else mask
+        if padding_mask is None:
+            pooled = ops.mean(x, axis=1)
+        else:
+            m = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)
+            total = ops.sum(x * m, axis=1)
+            count = ops.sum(m, axis=1)
+            pooled = total / ops.maximum(count, 1.0)
+        return ops.cast(pooled, self.compute_dtype)
+
+    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
+        multiple = isinstance(inputs_shape[0], (list, tuple))
+        shape = inputs_shape[0] if multiple else inputs_shape
+        return (shape[0], shape[2])
+
+    def compute_mask(self, inputs, mask=None, padding_mask=None):
+        return None

@@ -1,0 +1,259 @@
+"""WhiteningLayer: BERT-whitening with streaming float64 statistics."""
+
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_space.api_export import keras_space_export
+
+MODES = ("pca", "zca")
+
+
+def _batches(data, batch_size, steps):
+    """Yield float64 numpy (n, d) batches from arrays, tensors or tf.data."""
+    try:
+        import tensorflow as tf
+
+        is_dataset = isinstance(data, tf.data.Dataset)
+    except ImportError:  # pragma: no cover - TensorFlow is a dependency
+        is_dataset = False
+    if is_dataset:
+        iterator = iter(data)
+        count = 0
+        for element in iterator:
+            if steps is not None and count >= steps:
+                break
+            if isinstance(element, (tuple, list)):
+                element = element[0]
+            yield np.asarray(element, dtype="float64")
+            count += 1
+        return
+    array = np.asarray(keras.ops.convert_to_numpy(data) if not isinstance(data, np.ndarray) else data)
+    size = batch_size or 4096
+    total = array.shape[0] if array.ndim else 0
+    limit = total if steps is None else min(total, steps * size)
+    for start in range(0, limit, size):
+        yield np.asarray(array[start : min(start + size, limit)], dtype="float64")
+
+
+class CovarianceAccumulator:
+    """Exact streaming mean and scatter matrix in float64 (Chan et al. merge).
+
+    Memory O(d^2) whatever the number of rows.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.mean = None
+        self.scatter = None
+
+    def update(self, batch):
+        n = batch.shape[0]
+        if n == 0:
+            return
+        mean_b = batch.mean(axis=0)
+        centred = batch - mean_b
+        scatter_b = centred.T @ centred
+        if self.count == 0:
+            self.count, self.mean, self.scatter = n, mean_b, scatter_b
+            return
+        total = self.count + n
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.scatter = self.scatter + scatter_b + np.outer(delta, delta) * (self.count * n / total)
+        self.count = total
+
+    def covariance(self):
+        """Unbiased covariance (N - 1), as numpy.cov and sklearn's PCA."""
+        return self.scatter / max(self.count - 1, 1)
+
+
+@keras_space_export("keras_space.layers.WhiteningLayer")
+class WhiteningLayer(keras.layers.Layer):
+    """BERT-whitening: x -> (x - beta mu) U Lambda^(-gamma/2), first k columns.
+
+    With mu the mean and Sigma = U Lambda U^T the covariance of the sentence
+    vectors (eigenvalues sorted descending), whitening makes the covariance
+    the identity, which improves cosine-similarity semantics of many encoders
+    and, truncated to k components, shrinks the vectors. beta = gamma = 1 is
+    the original; beta = gamma = 0 is a pure rotation (near-lossless
+    compression when truncated). `mode="zca"` rotates back:
+    (x - beta mu) U_k Lambda_k^(-gamma/2) U_k^T, keeping the input dimension.
+
+    Statistics come from `adapt()`, which streams exact float64 sums (memory
+    O(d^2), not O(N d)); mean and kernel are stored as non-trainable float64
+    weights, so they survive `.keras` save/load and `model.export()`, and the
+    projection runs in float64 (then cast to the compute dtype): with
+    anisotropic embeddings the eigenvalues span many decades and float32
+    would amplify rounding by 1 / sqrt(lambda_min).
+
+    Args:
+        n_components: k, the number of components kept (None: all). Capped at
+            the rank of the adapted data, with a warning, when `adapt` runs
+            before the layer is built.
+        beta: how much of the mean to remove (1: all).
+        gamma: the power of the eigenvalue scaling (1: whitening, 0: rotation).
+        epsilon: added to the eigenvalues before the power (default 0, exact
+            whitening as in the paper and sklearn; the rank cap already keeps
+            zero-variance directions out).
+        mode: "pca" (output k dims, PCA order) or "zca" (output d dims).
+        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor (..., d).
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_space.layers import WhiteningLayer
+
+    vectors = np.random.normal(size=(10000, 384)).astype("float32")
+    whitening = WhiteningLayer(n_components=128)
+    whitening.adapt(vectors, batch_size=1024)
+    reduced = whitening(vectors)  # (10000, 128), identity covariance
+    ```
+
+    References:
+        - Su et al., "Whitening Sentence Representations for Better Semantics
+          and Faster Retrieval", https://arxiv.org/abs/2103.15316
+    """
+
+    def __init__(
+        self, n_components=None, beta=1.0, gamma=1.0, epsilon=0.0, mode="pca", **kwargs
+    ):
+        super().__init__(autocast=False, **kwargs)
+        if n_components is not None and (not isinstance(n_components, int) or n_components < 1):
+            raise ValueError(
+                f"`n_components` must be None or a positive int. Received: n_components={n_components!r}"
+            )
+        for name, value in (("beta", beta), ("gamma", gamma)):
+            if not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
+        if not isinstance(epsilon, (int, float)) or not epsilon >= 0:
+            raise ValueError(f"`epsilon` must be a number >= 0. Received: epsilon={epsilon!r}")
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+        self.n_components = n_components
+        self.beta = float(beta)
+        self.gamma = float(gamma)
+        self.epsilon = float(epsilon)
+        self.mode = mode
+        self.adapted = False
+        self.eigenvalues = None  # numpy float64, descending, after adapt()
+
+    def _output_dim(self, input_dim):
+        if self.mode == "zca":
+            return input_dim
+        return self.n_components or input_dim
+
+    def build(self, input_shape):
+        d = input_shape[-1]
+        if d is None:
+            raise ValueError(f"WhiteningLayer needs a known last dimension. Received: input_shape={input_shape}")
+        if self.n_components is not None and self.n_components > d:
+            raise ValueError(
+                f"`n_components`={self.n_components} exceeds the input dimension {d}. "
+                f"Received: n_components={self.n_components}"
+            )
+        self.mean = self.add_weight(
+            name="mean", shape=(d,), initializer="zeros", trainable=False, dtype="float64"
+        )
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(d, self._output_dim(d)),
+            initializer="zeros",
+            trainable=False,
+            dtype="float64",
+        )
+
+    def adapt(self, data, batch_size=None, steps=None):
+        """Fit mean and covariance on `data`, streaming exact float64 sums.
+
+        Args:
+            data: a (N, d) numpy array or tensor, or a `tf.data.Dataset` of
+                (n, d) batches (or of (x, ...) tuples).
+            batch_size: rows per batch for arrays and tensors (default 4096).
+            steps: at most this many batches.
+
+        Raises:
+            ValueError: rows with NaN or inf (their count is given), fewer
+                than two rows, or n_components above the data's rank once the
+                layer is built.
+        """
+        acc = CovarianceAccumulator()
+        bad = 0
+        for batch in _batches(data, batch_size, steps):
+            if batch.ndim != 2:
+                raise ValueError(f"`data` batches must be 2-D (n, d). Received a batch of shape {batch.shape}")
+            finite = np.all(np.isfinite(batch), axis=1)
+            bad += int(np.sum(~finite))
+            if bad == 0:
+                acc.update(batch)
+        if bad:
+            raise ValueError(f"`data` has {bad} rows with NaN or inf values; clean them before adapt().")
+        if acc.count < 2:
+            raise ValueError(f"adapt() needs at least 2 rows. Received {acc.count}.")
+        d = acc.mean.shape[0]
+        eigenvalues, vectors = np.linalg.eigh(acc.covariance())
+        order = np.argsort(eigenvalues)[::-1]
+        eigenvalues, vectors = np.maximum(eigenvalues[order], 0.0), vectors[:, order]
+        tol = eigenvalues[0] * d * np.finfo("float64").eps if eigenvalues[0] > 0 else 0.0
+        rank = int(np.sum(eigenvalues > tol))
+        wanted = self.n_components or d
+        if wanted > rank:
+            message = (
+                f"n_components={wanted} exceeds the rank {rank} of the adapted data "
+                f"({acc.count} rows, {d} dims): the remaining components have no variance "
+                "and cannot be whitened"
+            )
+            if self.built:
+                raise ValueError(message + f". Use n_components <= {rank}.")
+            warnings.warn(message + f"; keeping {rank}.", stacklevel=2)
+            self.n_components = rank
+        if not self.built:
+            self.build((None, d))
+        elif self.mean.shape[0] != d:
+            raise ValueError(f"The layer was built for {self.mean.shape[0]} dims; the data has {d}.")
+        k = self._output_dim(d) if self.mode == "pca" else (self.n_components or d)
+        scale = (eigenvalues[:k] + self.epsilon) ** (-self.gamma / 2.0)
+        kernel = vectors[:, :k] * scale[None, :]
+        if self.mode == "zca":
+            kernel = kernel @ vectors[:, :k].T
+        self.mean.assign(acc.mean)
+        self.kernel.assign(kernel)
+        self.eigenvalues = eigenvalues
+        self.adapted = True
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self.adapted = True
+
+    def call(self, inputs):
+        if not self.adapted:
+            raise ValueError(
+                "WhiteningLayer has no statistics yet: call adapt() on the sentence "
+                "vectors (or load a saved layer) before using it."
+            )
+        # float64: with anisotropic embeddings the eigenvalues span many decades
+        # and 1 / sqrt(lambda_min) amplifies float32 rounding past 1e-4.
+        x = ops.cast(inputs, "float64") - self.beta * self.mean
+        return ops.cast(ops.matmul(x, self.kernel), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self._output_dim(input_shape[-1]),)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "n_components": self.n_components,
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "epsilon": self.epsilon,
+            "mode": self.mode,
+        }

@@ -1,0 +1,110 @@
+"""Sentence encoders from keras-hub Transformer backbones (bert4keras-style pooling)."""
+
+import keras
+import numpy as np
+
+from keras_space.api_export import keras_space_export
+from keras_space.layers.masked_mean_pooling import MaskedMeanPooling
+
+POOLINGS = ("cls", "mean", "first_last_avg")
+
+
+def _transformer_layers(backbone):
+    layers = [
+        layer for layer in backbone.layers if layer.name.startswith("transformer_layer_")
+    ]
+    if not layers:
+        raise ValueError(
+            "`backbone` has no layers named 'transformer_layer_<i>' (keras-hub's "
+            f"convention). Received: backbone={backbone.name!r}"
+        )
+    return sorted(layers, key=lambda layer: int(layer.name.rsplit("_", 1)[1]))
+
+
+@keras_space_export("keras_space.models.sentence_encoder")
+def sentence_encoder(backbone, pooling="mean", name="sentence_encoder"):
+    """Turn a keras-hub encoder backbone into a sentence encoder.
+
+    The returned functional model takes the backbone's inputs (for BERT:
+    `{"token_ids", "segment_ids", "padding_mask"}`, as a keras-hub
+    preprocessor gives them) and returns one vector per sentence. It shares
+    the backbone's weights, so fine-tuning it fine-tunes the backbone.
+
+    Args:
+        backbone: a keras-hub `Backbone` whose output dict has
+            "sequence_output" and whose Transformer layers are named
+            `transformer_layer_<i>` (BertBackbone and its relatives).
+        pooling: "cls" (the first token's last hidden state), "mean"
+            (padding-aware mean of the last layer) or "first_last_avg" (mean
+            over tokens of the average of the first and the last Transformer
+            layer's outputs, as in BERT-whitening).
+        name: the model's name.
+
+    Returns:
+        A `keras.Model` from the backbone's inputs to (batch, hidden_dim).
+
+    Example:
+
+    ```python
+    import keras_hub
+    from keras_space.models import sentence_encoder
+    from keras_space.utils import minilm_path
+
+    backbone = keras_hub.models.BertBackbone.from_preset(minilm_path())
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        minilm_path(), sequence_length=64
+    )
+    encoder = sentence_encoder(backbone, pooling="mean")
+    vectors = encoder.predict(preprocessor(["A man plays a guitar.", "Stocks fell."]))
+    ```
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}")
+    inputs = backbone.input
+    if not isinstance(inputs, dict) or "padding_mask" not in inputs:
+        raise ValueError(
+            "`backbone` must take a dict of inputs with a 'padding_mask' (a keras-hub "
+            f"encoder backbone). Received inputs: {inputs}"
+        )
+    last = backbone.output["sequence_output"]
+    if pooling == "cls":
+        pooled = last[:, 0, :]
+    elif pooling == "mean":
+        pooled = MaskedMeanPooling(name="mean_pooling")(last, padding_mask=inputs["padding_mask"])
+    else:
+        first = _transformer_layers(backbone)[0].output
+        pooled = MaskedMeanPooling(name="first_last_avg_pooling")(
+            [first, last], padding_mask=inputs["padding_mask"]
+        )
+    return keras.Model(inputs, pooled, name=name)
+
+
+def encode_texts(encoder, preprocessor, texts, batch_size=64, length_multiple=16):
+    """Embed strings with `encoder` after a keras-hub `preprocessor`, fast on CPU.
+
+    Sentences are sorted by length and each batch is trimmed to its longest
+    sentence (rounded up to `length_multiple`, to bound retracing), so short
+    sentences do not pay for the preprocessor's full `sequence_length`. The
+    result is in the order of `texts`. Padding-aware pooling makes it equal to
+    encoding at full length.
+
+    Returns:
+        A float32 numpy array (len(texts), dim).
+    """
+    texts = list(texts)
+    if not texts:
+        raise ValueError("`texts` is empty.")
+    features = {k: np.asarray(v) for k, v in preprocessor(texts).items()}
+    lengths = features["padding_mask"].sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    full = features["padding_mask"].shape[1]
+    out = None
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        width = int(min(full, -(-max(int(lengths[idx].max()), 1) // length_multiple) * length_multiple))
+        batch = {k: v[idx, :width] for k, v in features.items()}
+        vectors = np.asarray(encoder.predict_on_batch(batch), dtype="float32")
+        if out is None:
+            out = np.empty((len(texts), vectors.shape[-1]), dtype="float32")
+        out[idx] = vectors
+    return out
