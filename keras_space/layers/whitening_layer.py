@@ -27,7 +27,7 @@ def _batches(data, batch_size, steps):
                 break
             if isinstance(element, (tuple, list)):
                 element = element[0]
-            yield np.asarray(element, dtype="float64")
+            yield np.array(element, dtype="float64")  # an owned copy
             count += 1
         return
     array = np.asarray(keras.ops.convert_to_numpy(data) if not isinstance(data, np.ndarray) else data)
@@ -35,7 +35,7 @@ def _batches(data, batch_size, steps):
     total = array.shape[0] if array.ndim else 0
     limit = total if steps is None else min(total, steps * size)
     for start in range(0, limit, size):
-        yield np.asarray(array[start : min(start + size, limit)], dtype="float64")
+        yield np.array(array[start : min(start + size, limit)], dtype="float64")  # owned
 
 
 class CovarianceAccumulator:
@@ -50,12 +50,13 @@ class CovarianceAccumulator:
         self.scatter = None
 
     def update(self, batch):
+        """Merge a float64 batch; the batch is centred in place (pass a copy)."""
         n = batch.shape[0]
         if n == 0:
             return
         mean_b = batch.mean(axis=0)
-        centred = batch - mean_b
-        scatter_b = centred.T @ centred
+        batch -= mean_b
+        scatter_b = batch.T @ batch
         if self.count == 0:
             self.count, self.mean, self.scatter = n, mean_b, scatter_b
             return
