@@ -9,4 +9,5 @@ from keras_space.layers.smooth_leaky_relu import SmoothLeakyReLU
 from keras_space.layers.smooth_max import SmoothMax
 from keras_space.layers.smooth_relu import SmoothReLU
 from keras_space.layers.smooth_sign import SmoothSign
+from keras_space.layers.von_mises_fisher import VonMisesFisher
 from keras_space.layers.whitening_layer import WhiteningLayer

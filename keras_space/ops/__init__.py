@@ -7,3 +7,8 @@ from keras_space.ops.jl import (
     min_embedding_dim,
 )
 from keras_space.ops.randomized_svd import randomized_svd
+from keras_space.ops.vmf import (
+    vmf_kl_to_uniform,
+    vmf_log_normalizer,
+    vmf_mean_resultant_length,
+)

@@ -1,0 +1,235 @@
+"""vMF numerics against mpmath/scipy; samplers against A_d and the exact CDF."""
+
+import math
+
+import mpmath as mp
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import integrate, optimize, special, stats
+
+from keras_space.ops import vmf, vmf_kl_to_uniform, vmf_log_normalizer, vmf_mean_resultant_length
+
+DIMS = [2, 3, 16, 128, 768, 4096]
+KAPPAS = [1e-2, 1.0, 10.0, 1e3, 1e5]
+mp.mp.dps = 40
+
+
+def ref_a(d, k):
+    """A_d by scipy where it does not underflow, mpmath otherwise."""
+    with np.errstate(all="ignore"):
+        value = special.ive(d / 2, k) / special.ive(d / 2 - 1, k)
+    if np.isfinite(value) and value > 0:
+        return float(value)
+    return float(mp.besseli(d / 2, k) / mp.besseli(d / 2 - 1, k))
+
+
+def ref_a_prime(d, k):
+    k = mp.mpf(k)
+    a = mp.besseli(d / 2, k) / mp.besseli(d / 2 - 1, k)
+    return 1 - a**2 - (d - 1) * a / k
+
+
+def ref_log_c(d, k):
+    return (d / 2 - 1) * mp.log(k) - (d / 2) * mp.log(2 * mp.pi) - mp.log(mp.besseli(d / 2 - 1, k))
+
+
+def ref_kl(d, k):
+    log_area = mp.log(2) + (d / 2) * mp.log(mp.pi) - mp.loggamma(mp.mpf(d) / 2)
+    a = mp.besseli(d / 2, k) / mp.besseli(d / 2 - 1, k)
+    return float(k * a + ref_log_c(d, k) + log_area)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_normalizer_a_and_kl_against_mpmath(d):
+    for k in [1e-3, *KAPPAS]:
+        np.testing.assert_allclose(float(vmf_log_normalizer(d, k)), float(ref_log_c(d, k)), rtol=1e-12)
+        np.testing.assert_allclose(float(vmf_mean_resultant_length(d, k)), ref_a(d, k), rtol=1e-12)
+        kl = float(vmf_kl_to_uniform(d, k))
+        assert kl > 0
+        np.testing.assert_allclose(kl, ref_kl(d, k), rtol=1e-9)
+
+
+def test_closed_forms_in_three_dimensions():
+    for k in (0.5, 3.0, 40.0):
+        np.testing.assert_allclose(float(vmf_mean_resultant_length(3, k)), 1 / np.tanh(k) - 1 / k, rtol=1e-12)
+        np.testing.assert_allclose(
+            float(vmf_log_normalizer(3, k)), np.log(k / (4 * np.pi * np.sinh(k))), rtol=1e-12
+        )
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_kl_gradient_finite_and_correct(d):
+    k = tf.constant(KAPPAS, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(k)
+        kl = vmf_kl_to_uniform(d, k)
+    grad = tape.gradient(kl, k).numpy()
+    assert np.all(np.isfinite(kl.numpy())) and np.all(np.isfinite(grad))
+    # d KL / d kappa = kappa A_d'(kappa), A_d' = 1 - A_d^2 - (d - 1) A_d / kappa,
+    # evaluated in mpmath (in float64 the identity cancels badly for large d, kappa)
+    want = np.array([float(k * ref_a_prime(d, k)) for k in KAPPAS])
+    # float64 conditioning: kappa A' is a difference of O(d) terms, so its
+    # absolute error is ~ kappa * d * eps whatever the formula
+    bound = 1e-7 * np.abs(want) + 1e-15 * np.array(KAPPAS) * d
+    assert np.all(np.abs(grad - want) <= bound), (grad, want)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="d=1"):
+        vmf_kl_to_uniform(1, 1.0)
+    with pytest.raises(ValueError, match="kappa=0"):
+        vmf_log_normalizer(3, 0)
+    with pytest.raises(ValueError, match="kappa=-1"):
+        vmf_mean_resultant_length(3, -1.0)
+
+
+# --- samplers ----------------------------------------------------------------
+
+
+def draw(sampler, d, k, n, seed=(1, 2)):
+    seed = tf.constant(seed)
+    if sampler == "wood":
+        w, omw = vmf.wood_sample_w(d, k, (n,), seed)
+    else:
+        w, omw = vmf.table_sample_w(vmf.inverse_cdf_table(d, k), (n,), seed)
+    return w.numpy(), omw.numpy()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["wood", "table"])
+@pytest.mark.parametrize("d", DIMS)
+def test_mean_of_w_is_a_d_within_3_standard_errors(sampler, d):
+    n = 20000
+    for k in KAPPAS:
+        w, omw = draw(sampler, d, k, n)
+        assert np.all(np.isfinite(w)) and np.all(np.abs(w) <= 1)
+        np.testing.assert_allclose(omw, 1 - w, atol=1e-12)
+        se = w.std() / math.sqrt(n)
+        assert abs(w.mean() - ref_a(d, k)) < 3 * se, (d, k, w.mean(), ref_a(d, k), se)
+
+
+def exact_cdf(d, k):
+    """P(W <= w) by scipy.quad of exp(k cos t) sin^{d-2} t over [arccos w, pi]."""
+    c_mode = (-(d - 2) + math.sqrt((d - 2) ** 2 + 4 * k * k)) / (2 * k)
+    t_mode = math.acos(min(1.0, c_mode))
+
+    def density(t):
+        log = k * (math.cos(t) - math.cos(t_mode))
+        if d > 2:
+            log += (d - 2) * (math.log(math.sin(t)) - math.log(max(math.sin(t_mode), 1e-300)))
+        return math.exp(log)
+
+    total = integrate.quad(density, 0, math.pi, points=[t_mode], limit=500, epsrel=1e-12)[0]
+
+    def cdf(ws):
+        out = []
+        for w in np.atleast_1d(ws):
+            t = math.acos(min(1.0, max(-1.0, w)))
+            pts = [t_mode] if t < t_mode < math.pi else None
+            out.append(integrate.quad(density, t, math.pi, points=pts, limit=500, epsrel=1e-12)[0] / total)
+        return np.array(out)
+
+    return cdf
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+@pytest.mark.parametrize("sampler", ["wood", "table"])
+@pytest.mark.parametrize("d, k", [(2, 1e-2), (3, 10.0), (16, 1.0), (128, 1e3), (768, 1e5), (4096, 10.0)])
+def test_ks_against_the_exact_cdf(sampler, d, k):
+    w, _ = draw(sampler, d, k, 1500, seed=(5, 6))
+    result = stats.kstest(w, exact_cdf(d, k))
+    assert result.pvalue > 1e-3, result
+
+
+# --- gradients -----------------------------------------------------------------
+
+
+def inverse_cdf_reference(d, k, u):
+    cdf = exact_cdf(d, k)
+    return optimize.brentq(lambda w: cdf(w)[0] - u, -1 + 1e-15, 1 - 1e-15, xtol=1e-15, rtol=1e-15)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+@pytest.mark.parametrize("d, k", [(2, 3.0), (3, 1.0), (3, 10.0), (16, 5.0), (128, 50.0), (768, 1000.0)])
+def test_implicit_kappa_gradient_against_inverse_cdf_differences(d, k):
+    us = [0.05, 0.5, 0.95]
+    w = np.array([inverse_cdf_reference(d, k, u) for u in us])
+    h = k * 1e-5
+    fd = np.array(
+        [(inverse_cdf_reference(d, k + h, u) - inverse_cdf_reference(d, k - h, u)) / (2 * h) for u in us]
+    )
+    got = vmf.dw_dkappa(tf.constant(w), d, k).numpy()
+    np.testing.assert_allclose(got, fd, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("d, k", [(3, 2.0), (16, 10.0), (128, 300.0), (4096, 1e4)])
+def test_kappa_gradient_is_unbiased(d, k):
+    """d/dkappa E[w] = A_d'(kappa): the mean implicit gradient over samples matches it."""
+    n = 20000
+    kap = tf.constant(k, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(kap)
+        w, _ = vmf.sample_w(d, kap, (n,), tf.constant([3, 4]), reparameterize_kappa=True)
+        mean = tf.reduce_mean(w)
+    per_sample = vmf.dw_dkappa(w, d, k).numpy()
+    assert np.all(np.isfinite(per_sample))
+    np.testing.assert_allclose(tape.gradient(mean, kap).numpy(), per_sample.mean(), rtol=1e-10)
+    want = float(ref_a_prime(d, k))
+    se = per_sample.std() / math.sqrt(n)
+    assert abs(per_sample.mean() - want) < 3 * se + 1e-12, (per_sample.mean(), want, se)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_sampler_gradients_finite_over_the_grid(d):
+    for k in KAPPAS:
+        kap = tf.constant(k, tf.float64)
+        with tf.GradientTape() as tape:
+            tape.watch(kap)
+            w, omw = vmf.sample_w(d, kap, (500,), tf.constant([7, 8]), reparameterize_kappa=True)
+            loss = tf.reduce_sum(w) + tf.reduce_sum(omw)
+        g = tape.gradient(loss, kap).numpy()
+        assert np.isfinite(g), (d, k)
+        assert np.all(np.isfinite(vmf.dw_dkappa(w, d, k).numpy()))
+
+
+def test_gradient_wrt_mu_matches_finite_differences_of_a_fixed_noise_sample():
+    rng = np.random.default_rng(0)
+    d = 6
+    x = tf.constant(rng.normal(size=(3, d)))
+    noise = tf.constant(rng.normal(size=(3, d)))
+    w = tf.constant([0.3, -0.5, 0.9], tf.float64)
+    c = tf.constant(rng.normal(size=(3, d)))
+
+    def f(x_):
+        mu = x_ / tf.norm(x_, axis=-1, keepdims=True)
+        z = vmf.sample_on_sphere(mu, w, 1.0 - w, noise)
+        return tf.reduce_sum(c * z)
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = f(x)
+    grad = tape.gradient(y, x).numpy()
+    h = 1e-6
+    fd = np.zeros_like(grad)
+    base = x.numpy()
+    for i in np.ndindex(base.shape):
+        plus, minus = base.copy(), base.copy()
+        plus[i] += h
+        minus[i] -= h
+        fd[i] = (f(tf.constant(plus)).numpy() - f(tf.constant(minus)).numpy()) / (2 * h)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+    # the sample is on the sphere, at cosine w from mu
+    mu = base / np.linalg.norm(base, axis=1, keepdims=True)
+    z = vmf.sample_on_sphere(tf.constant(mu), w, 1.0 - w, noise).numpy()
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(np.sum(z * mu, axis=1), w.numpy(), rtol=1e-12)
+
+
+def test_table_is_small():
+    table = vmf.inverse_cdf_table(4096, 1e5)
+    assert table.shape == (4097,) and table.nbytes < 40_000
+    assert np.all(np.diff(table) >= 0)
