@@ -150,14 +150,19 @@ class VonMisesFisher(keras.layers.Layer):
         return vmf.vmf_kl_to_uniform(self.dim, self.current_kappa())
 
     def mean_direction(self, inputs):
-        x = tf.cast(inputs, tf.float64)
+        """Unit vectors along the inputs (float32); zero vectors map to e_1."""
+        x = tf.cast(inputs, tf.float32)
         norm = tf.norm(x, axis=-1, keepdims=True)
-        basis = tf.one_hot(0, self.dim, dtype=tf.float64)
+        basis = tf.one_hot(0, self.dim, dtype=tf.float32)
         safe = tf.where(norm > 0, norm, tf.ones_like(norm))
         return tf.where(norm > 0, x / safe, tf.broadcast_to(basis, tf.shape(x)))
 
     def sample(self, mu):
-        """A vMF sample around unit vectors `mu` (float64)."""
+        """A vMF sample around unit vectors `mu` (float32).
+
+        w and 1 - w are drawn in float64 (one scalar per sample; 1 - w is
+        ~1/kappa small for large kappa), the sphere part runs in float32.
+        """
         seed = tf.cast(self.seed_generator.next(), tf.int32)
         s_w, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         shape = tf.shape(mu)[:-1]
@@ -170,8 +175,10 @@ class VonMisesFisher(keras.layers.Layer):
             table=table,
             reparameterize_kappa=self.learn_kappa,
         )
-        noise = tf.random.stateless_normal(tf.shape(mu), s_noise, dtype=tf.float64)
-        return vmf.sample_on_sphere(mu, w, one_minus_w, noise)
+        noise = tf.random.stateless_normal(tf.shape(mu), s_noise, dtype=tf.float32)
+        return vmf.sample_on_sphere(
+            mu, tf.cast(w, tf.float32), tf.cast(one_minus_w, tf.float32), noise
+        )
 
     def call(self, inputs, training=None):
         mu = self.mean_direction(inputs)

@@ -8,7 +8,12 @@ import pytest
 import tensorflow as tf
 from scipy import integrate, optimize, special, stats
 
-from keras_space.ops import vmf, vmf_kl_to_uniform, vmf_log_normalizer, vmf_mean_resultant_length
+from keras_space.ops import (
+    vmf,
+    vmf_kl_to_uniform,
+    vmf_log_normalizer,
+    vmf_mean_resultant_length,
+)
 
 DIMS = [2, 3, 16, 128, 768, 4096]
 KAPPAS = [1e-2, 1.0, 10.0, 1e3, 1e5]

@@ -1,0 +1,118 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_space.layers import VonMisesFisher
+from keras_space.ops import vmf_kl_to_uniform, vmf_mean_resultant_length
+from keras_space.testing import run_layer_contract
+
+X = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"kappa": 20.0, "seed": 1},
+        {"kappa": 5.0, "learn_kappa": True, "seed": 2},
+        {"kappa": 50.0, "sampler": "wood", "seed": 3},
+    ],
+)
+def test_layer_contract(kwargs):
+    run_layer_contract(VonMisesFisher, kwargs, input_data=X, expected_output_shape=(8, 5))
+
+
+def test_training_samples_on_the_sphere_around_mu():
+    layer = VonMisesFisher(kappa=100.0, seed=0)
+    x = np.repeat(X[:1], 4000, axis=0)
+    z = np.asarray(layer(x, training=True), dtype="float64")
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-6)
+    mu = X[0] / np.linalg.norm(X[0])
+    w = z @ mu
+    se = w.std() / np.sqrt(len(w))
+    assert abs(w.mean() - float(vmf_mean_resultant_length(5, 100.0))) < 3 * se + 1e-6
+    # the orthogonal part is isotropic: its mean vanishes
+    orth = z - w[:, None] * mu[None, :]
+    assert np.abs(orth.mean(0)).max() < 4 * orth.std(0).max() / np.sqrt(len(w))
+
+
+def test_inference_returns_the_mean_direction_and_zero_vectors_are_safe():
+    layer = VonMisesFisher(kappa=10.0)
+    out = np.asarray(layer(X))
+    np.testing.assert_allclose(out, X / np.linalg.norm(X, axis=1, keepdims=True), rtol=1e-6)
+    zero = np.asarray(layer(np.zeros((2, 5), "float32"), training=True))
+    assert np.all(np.isfinite(zero))
+    np.testing.assert_allclose(np.linalg.norm(zero, axis=1), 1.0, rtol=1e-6)
+    sampled = VonMisesFisher(kappa=10.0, sample_in_inference=True, seed=0)(X)
+    assert not np.allclose(np.asarray(sampled), out)
+
+
+def test_kl_is_added_as_loss_and_metric():
+    inputs = keras.Input((5,))
+    z = VonMisesFisher(kappa=30.0, seed=0)(keras.layers.Dense(5)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(5)(z))
+    model.compile("adam", "mse")
+    history = model.fit(X, X, epochs=2, verbose=0)
+    kl = float(vmf_kl_to_uniform(5, 30.0))
+    np.testing.assert_allclose(history.history["kl"], [kl, kl], rtol=1e-5)
+    model(X, training=True)
+    np.testing.assert_allclose(float(sum(model.losses)), kl, rtol=1e-5)
+
+
+def test_learned_kappa_gets_the_gradient_of_the_objective():
+    """d/dkappa E[<z, mu>] = A_d'(kappa): the layer's gradient estimate matches it."""
+    layer = VonMisesFisher(kappa=8.0, learn_kappa=True, seed=0)
+    x = np.repeat(X[:1], 20000, axis=0)
+    layer.build(x.shape)
+    mu = tf.constant(X[:1] / np.linalg.norm(X[:1]), tf.float32)
+    with tf.GradientTape() as tape:
+        z = layer(x, training=True)
+        objective = tf.reduce_mean(tf.reduce_sum(tf.cast(z, tf.float32) * mu, axis=-1))
+    (grad,) = tape.gradient(objective, [layer.log_kappa])
+    d, k = 5, 8.0
+    a = float(vmf_mean_resultant_length(d, k))
+    want = k * (1 - a * a - (d - 1) * a / k)  # d/dlog(kappa) = kappa A'
+    assert abs(float(grad) - want) < 0.05 * abs(want), (float(grad), want)
+
+
+@pytest.mark.slow
+def test_learned_kappa_reaches_the_analytic_optimum():
+    """Loss = weight * mean((z - mu)^2) + KL. E||z - mu||^2 = 2 (1 - A_d), so the
+    optimum kappa minimises weight * 2 (1 - A_d(kappa)) / d + KL(kappa): found
+    here with mpmath and scipy, independently of the layer."""
+    import mpmath as mp
+    from scipy.optimize import minimize_scalar
+
+    d, weight = 5, 20.0
+
+    def objective(log_k):
+        k = mp.e ** log_k
+        a = mp.besseli(d / 2, k) / mp.besseli(d / 2 - 1, k)
+        log_c = (d / 2 - 1) * mp.log(k) - (d / 2) * mp.log(2 * mp.pi) - mp.log(mp.besseli(d / 2 - 1, k))
+        log_area = mp.log(2) + (d / 2) * mp.log(mp.pi) - mp.loggamma(d / 2)
+        return float(weight * 2 * (1 - a) / d + k * a + log_c + log_area)
+
+    best = float(np.exp(minimize_scalar(objective, bounds=(-3, 6), method="bounded").x))
+    inputs = keras.Input((d,))
+    layer = VonMisesFisher(kappa=1.0, learn_kappa=True, seed=0)
+    model = keras.Model(inputs, layer(inputs))
+    target = X / np.linalg.norm(X, axis=1, keepdims=True)
+    model.compile(
+        keras.optimizers.Adam(0.02),
+        loss=lambda y, p: weight * keras.ops.mean(keras.ops.square(y - p), axis=-1),
+    )
+    x = np.repeat(X, 128, 0)
+    model.fit(x, np.repeat(target, 128, 0), epochs=40, batch_size=256, verbose=0)
+    learned = float(np.exp(layer.log_kappa.numpy()))
+    assert abs(np.log(learned / best)) < 0.1, (learned, best)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="kappa=0"):
+        VonMisesFisher(kappa=0)
+    with pytest.raises(ValueError, match="sampler='rejection'"):
+        VonMisesFisher(kappa=1.0, sampler="rejection")
+    with pytest.raises(ValueError, match="learn_kappa=True"):
+        VonMisesFisher(kappa=1.0, learn_kappa=True, sampler="table")
+    with pytest.raises(ValueError, match="d >= 2"):
+        VonMisesFisher(kappa=1.0)(np.ones((2, 1), "float32"))
