@@ -1,1 +1,3 @@
-"""keras_space.optimizers: public optimizers (see DESIGN.md)."""
+"""keras_space.optimizers: optimizer wrappers (see DESIGN.md)."""
+
+from keras_space.optimizers.gradient_accumulator import GradientAccumulator

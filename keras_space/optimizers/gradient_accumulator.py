@@ -1,0 +1,274 @@
+"""GradientAccumulator: exact large-batch updates from k micro-batches."""
+
+import keras
+from keras import ops
+
+from keras_space.api_export import keras_space_export
+
+_BASE_DEFAULTS = {
+    "weight_decay": None,
+    "clipnorm": None,
+    "global_clipnorm": None,
+    "clipvalue": None,
+    "use_ema": False,
+    "ema_momentum": 0.99,
+    "ema_overwrite_frequency": None,
+    "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+
+
+def _is_indexed_slices(g):
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return isinstance(g, tf.IndexedSlices)
+
+
+@keras_space_export("keras_space.optimizers.GradientAccumulator")
+class GradientAccumulator(keras.optimizers.Optimizer):
+    """Wrap any Keras optimizer to apply the mean of `steps` micro-batch gradients.
+
+    Every call to `apply` adds the gradients to float32 accumulators; every
+    `steps`-th call hands their mean to the inner optimizer and clears them.
+    The inner optimizer is the only one that updates weights, so its state
+    (moments, bias-correction and weight-decay counters, clipping, EMA) and
+    its learning-rate schedule advance once per real update: k micro-batches
+    of size m give the same weights as one batch of k*m, for any optimizer.
+    `iterations` and `learning_rate` are the inner optimizer's.
+
+    - Sparse gradients (`tf.IndexedSlices`, e.g. from `Embedding`) are added
+      with `scatter_add`, touching only their rows; the real update passes
+      the rows with a non-zero accumulated gradient as `IndexedSlices`.
+    - Accumulators are float32 (float64 for float64 weights), also under
+      `mixed_float16`.
+    - Under `tf.distribute` the accumulators are per replica (on-read
+      variables) and gradients are all-reduced once per real update, by the
+      inner optimizer.
+    - The accumulators and the micro-step counter are optimizer variables:
+      a `.keras` file or a checkpoint saved mid-window resumes exactly.
+    - With a `LossScaleOptimizer`: wrapped inside (`GradientAccumulator(
+      LossScaleOptimizer(opt), k)`), the scaled gradients are accumulated
+      (the scale only changes at real updates) and a non-finite micro-step
+      makes the whole window's mean non-finite, so that update is skipped,
+      the scale halves and the window restarts. Wrapped outside (what Keras
+      does by itself under `mixed_float16`), a non-finite micro-step is
+      dropped before it reaches the accumulators and the window waits for
+      one more finite micro-batch.
+
+    Args:
+        inner_optimizer: the `keras.optimizers.Optimizer` that applies the
+            updates.
+        steps: number of micro-batches per update, >= 1.
+        name: optional name.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_space.optimizers import GradientAccumulator
+
+    schedule = keras.optimizers.schedules.PolynomialDecay(1e-3, decay_steps=100)
+    optimizer = GradientAccumulator(keras.optimizers.AdamW(schedule), steps=8)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=32)  # updates as with batch_size=256
+    ```
+    """
+
+    def __init__(self, inner_optimizer, steps, name=None, **kwargs):
+        if isinstance(inner_optimizer, dict):
+            inner_optimizer = keras.optimizers.deserialize(inner_optimizer)
+        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
+            raise ValueError(
+                "`inner_optimizer` must be a keras.optimizers.Optimizer instance. "
+                f"Received: inner_optimizer={inner_optimizer!r}"
+            )
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"`steps` must be an int >= 1. Received: steps={steps!r}")
+        if inner_optimizer.gradient_accumulation_steps:
+            raise ValueError(
+                "`inner_optimizer` already accumulates gradients "
+                f"(gradient_accumulation_steps={inner_optimizer.gradient_accumulation_steps}); "
+                "use one or the other."
+            )
+        for key, default in _BASE_DEFAULTS.items():
+            if key in kwargs and kwargs.pop(key) != default:
+                raise ValueError(
+                    f"GradientAccumulator does not take `{key}`; set it on the inner optimizer."
+                )
+        if kwargs:
+            raise ValueError(f"GradientAccumulator does not take arguments {sorted(kwargs)}.")
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = inner_optimizer
+        self.steps = steps
+
+    def build(self, var_list):
+        self.micro_step = self.add_variable(
+            shape=(),
+            initializer="zeros",
+            dtype="int",
+            aggregation="only_first_replica",
+            name="micro_step",
+        )
+        self._accumulators = []
+        for variable in var_list:
+            dtype = "float64" if variable.dtype == "float64" else "float32"
+            with keras.name_scope(self.name, caller=self):
+                accumulator = keras.Variable(
+                    initializer="zeros",
+                    shape=variable.shape,
+                    dtype=dtype,
+                    trainable=False,
+                    aggregation="sum",
+                    synchronization="on_read",
+                    name=f"{variable.name}_accumulator",
+                )
+            self._track_variable(accumulator)
+            self._accumulators.append(accumulator)
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def accumulators(self):
+        """The accumulator variables, one per trainable variable."""
+        return list(self._accumulators)
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        """Real updates (the inner optimizer's iterations)."""
+        return self.inner_optimizer.iterations
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    # --- the update -------------------------------------------------------
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if trainable_variables is None:
+            if not self.built:
+                raise ValueError(
+                    "Call `optimizer.build(trainable_variables)` or pass `trainable_variables`."
+                )
+            trainable_variables = self._trainable_variables
+        trainable_variables = list(trainable_variables)
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        if len(grads) != len(trainable_variables):
+            raise ValueError(
+                f"Got {len(grads)} gradients for {len(trainable_variables)} variables."
+            )
+        if keras.backend.backend() == "tensorflow":
+            self._tf_apply(grads, trainable_variables)
+        else:
+            self._common_apply(grads, trainable_variables)
+
+    def _accumulator_for(self, variable):
+        return self._accumulators[self._get_variable_index(variable)]
+
+    def _accumulate(self, grads, trainable_variables):
+        for g, v in zip(grads, trainable_variables, strict=True):
+            if g is None:
+                continue
+            acc = self._accumulator_for(v)
+            if _is_indexed_slices(g):
+                import tensorflow as tf
+
+                acc.value.scatter_add(
+                    tf.IndexedSlices(tf.cast(g.values, acc.dtype), g.indices, g.dense_shape)
+                )
+            else:
+                acc.assign_add(ops.cast(g, acc.dtype))
+
+    def _apply_accumulated(self, trainable_variables, sparse):
+        grads = []
+        for v, is_sparse in zip(trainable_variables, sparse, strict=True):
+            acc = self._accumulator_for(v)
+            mean = ops.cast(acc.value / float(self.steps), v.dtype)
+            if is_sparse:
+                import tensorflow as tf
+
+                flat = tf.reshape(mean, (tf.shape(mean)[0], -1))
+                rows = tf.reshape(tf.where(tf.reduce_any(flat != 0, axis=1)), (-1,))
+                grads.append(tf.IndexedSlices(tf.gather(mean, rows), rows, tf.shape(mean, out_type=rows.dtype)))
+            else:
+                grads.append(mean)
+        self.inner_optimizer.apply(grads, trainable_variables)
+        for acc in self._accumulators:
+            acc.assign(ops.zeros(acc.shape, acc.dtype))
+
+    def _common_apply(self, grads, trainable_variables):
+        sparse = [_is_indexed_slices(g) for g in grads]
+        self._accumulate(grads, trainable_variables)
+        self.micro_step.assign_add(1)
+
+        def update():
+            self._apply_accumulated(trainable_variables, sparse)
+            self.micro_step.assign(0)
+
+        ops.cond(ops.greater_equal(self.micro_step, self.steps), update, lambda: None)
+
+    def _tf_apply(self, grads, trainable_variables):
+        import tensorflow as tf
+
+        if tf.distribute.in_cross_replica_context():
+            raise ValueError("apply() must be called in a replica context.")
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            self._common_apply(grads, trainable_variables)
+            return
+        sparse = [_is_indexed_slices(g) for g in grads]
+
+        def cross_replica(distribution, grads, trainable_variables):
+            distribution.extended.call_for_each_replica(
+                self._accumulate, args=(grads, trainable_variables)
+            )
+            self.micro_step.assign_add(1)
+
+            def update():
+                # Each replica hands its own partial mean to the inner
+                # optimizer, which all-reduces once: one reduction per update.
+                distribution.extended.call_for_each_replica(
+                    self._apply_accumulated, args=(trainable_variables, sparse)
+                )
+                self.micro_step.assign(0)
+
+            ops.cond(ops.greater_equal(self.micro_step, self.steps), update, lambda: None)
+
+        tf.distribute.get_replica_context().merge_call(
+            cross_replica, args=(grads, trainable_variables)
+        )
+
+    # --- serialization ----------------------------------------------------
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "steps": self.steps,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
+        return cls(inner, **config)
