@@ -44,7 +44,8 @@ from keras import ops
 from keras_space.api_export import keras_space_export
 
 KERNELS = ("gaussian", "logistic", "cauchy")
-BOUNDED_ONLY = ("cauchy",)
+# Kernels with a mean: the only ones that can smooth unbounded functions.
+MEAN_KERNELS = ("gaussian", "logistic")
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -185,7 +186,7 @@ def smooth_relu(x, sigma=1.0, kernel="gaussian"):
     >>> from keras_space.activations import smooth_relu
     >>> y = smooth_relu([-1.0, 0.0, 1.0], sigma=0.1)
     """
-    validate_kernel(kernel, allowed=("gaussian", "logistic"), fn_name="relu")
+    validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="relu")
     validate_sigma(sigma)
     dtype, x, sigma = _prepare(x, sigma)
     return ops.cast(_relu_core(x, sigma, kernel), dtype)
@@ -201,7 +202,7 @@ def smooth_leaky_relu(x, alpha=0.01, sigma=1.0, kernel="gaussian"):
     >>> from keras_space.activations import smooth_leaky_relu
     >>> y = smooth_leaky_relu([-1.0, 0.0, 1.0], alpha=0.1, sigma=0.1)
     """
-    validate_kernel(kernel, allowed=("gaussian", "logistic"), fn_name="leaky_relu")
+    validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="leaky_relu")
     validate_sigma(sigma)
     dtype, x, sigma, alpha = _prepare(x, sigma, alpha)
     y = alpha * x + (1.0 - alpha) * _relu_core(x, sigma, kernel)
@@ -217,7 +218,7 @@ def smooth_abs(x, sigma=1.0, kernel="gaussian"):
     >>> from keras_space.activations import smooth_abs
     >>> y = smooth_abs([-1.0, 0.0, 1.0], sigma=0.1)
     """
-    validate_kernel(kernel, allowed=("gaussian", "logistic"), fn_name="abs")
+    validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="abs")
     validate_sigma(sigma)
     dtype, x, sigma = _prepare(x, sigma)
     return ops.cast(2.0 * _relu_core(x, sigma, kernel) - x, dtype)
@@ -234,7 +235,7 @@ def smooth_max(a, b, sigma=1.0, kernel="gaussian"):
     >>> from keras_space.activations import smooth_max
     >>> y = smooth_max([0.0, 2.0], [1.0, 1.0], sigma=0.1)
     """
-    validate_kernel(kernel, allowed=("gaussian", "logistic"), fn_name="max")
+    validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="max")
     validate_sigma(sigma)
     dtype, a, b, sigma = _prepare(a, b, sigma)
     return ops.cast(b + _relu_core(a - b, sigma, kernel), dtype)
@@ -263,7 +264,7 @@ def smooth_floor(x, sigma=0.1, kernel="gaussian"):
     >>> from keras_space.activations import smooth_floor
     >>> y = smooth_floor([0.5, 1.0, 1.5], sigma=0.1)
     """
-    validate_kernel(kernel, allowed=("gaussian", "logistic"), fn_name="floor")
+    validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="floor")
     validate_sigma(sigma)
     dtype, x, sigma = _prepare(x, sigma)
     m = ops.floor(x)

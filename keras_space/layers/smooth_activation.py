@@ -36,7 +36,7 @@ class SmoothBase(keras.layers.Layer):
             raise ValueError(
                 f"`sigma` must be a positive number. Received: sigma={sigma!r}"
             )
-        allowed = A.KERNELS if self.bounded else ("gaussian", "logistic")
+        allowed = A.KERNELS if self.bounded else A.MEAN_KERNELS
         A.validate_kernel(kernel, allowed=allowed, fn_name=self._fn_label())
         self.sigma = float(sigma)
         self.kernel = kernel

@@ -1,1 +1,3 @@
-"""keras_space.losses: public losses (see DESIGN.md)."""
+"""keras_space.losses: losses (see DESIGN.md)."""
+
+from keras_space.losses.info_nce import InfoNCE

@@ -1,3 +1,4 @@
 """keras_space.models: models and model builders (see DESIGN.md)."""
 
+from keras_space.models.grad_cache_model import GradCacheModel
 from keras_space.models.sentence_encoder import encode_texts, sentence_encoder
