@@ -78,10 +78,6 @@ def validate_sigma(sigma, name="sigma"):
             )
 
 
-def _work_dtype(x):
-    return "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
-
-
 def _prepare(x, *params):
     """Cast x and parameters to the working dtype; returns (out_dtype, x, *params)."""
     x = ops.convert_to_tensor(x)

@@ -13,9 +13,7 @@ References:
       Lindenstrauss", https://doi.org/10.1002/rsa.10073
 """
 
-import math
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -165,7 +163,3 @@ def hamming_similarity(a, b, pairwise=False):
         agree = ops.sum(sa * sb, axis=-1)
     return 0.5 * (agree / float(bits) + 1.0)
 
-
-def angle_from_similarity(similarity):
-    """theta = pi (1 - similarity): the angle that bit agreement estimates."""
-    return math.pi * (1.0 - keras.ops.convert_to_numpy(similarity))

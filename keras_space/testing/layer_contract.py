@@ -413,20 +413,11 @@ def run_layer_contract(
     # 7. Mixed precision.
     if run_mixed_precision:
         _check_mixed_precision(
-            layer_cls,
-            init_kwargs,
-            input_data,
-            input_dtypes,
-            call_kwargs,
-            run_fit,
-            mixed_precision_output_dtype,
-            make,
+            make, input_data, input_dtypes, call_kwargs, run_fit, mixed_precision_output_dtype
         )
 
 
-def _check_mixed_precision(
-    layer_cls, init_kwargs, input_data, input_dtypes, call_kwargs, run_fit, out_dtypes, make
-):
+def _check_mixed_precision(make, input_data, input_dtypes, call_kwargs, run_fit, out_dtypes):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
