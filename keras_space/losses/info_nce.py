@@ -88,7 +88,7 @@ class InfoNCE(keras.losses.Loss):
         return ops.matmul(a, ops.transpose(p)) / self.temperature
 
     def call(self, y_true, y_pred):
-        if len(y_pred.shape) != 3 or y_pred.shape[1] != 2:
+        if len(y_pred.shape) != 3 or y_pred.shape[1] not in (2, None):
             raise ValueError(
                 "InfoNCE expects y_pred of shape (batch, 2, dim): anchors and positives. "
                 f"Received shape {y_pred.shape}"

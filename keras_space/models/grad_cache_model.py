@@ -19,6 +19,20 @@ def _seed_states(*models):
     return states
 
 
+_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
+
+
+def _gather_across_replicas(local):
+    """(all replicas' rows concatenated, this replica's row offset)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return local, 0
+    sizes = ctx.all_gather(tf.shape(local)[:1], axis=0)
+    replica = ctx.replica_id_in_sync_group
+    offset = tf.reduce_sum(sizes[:replica])
+    return ctx.all_gather(local, axis=0), offset
+
+
 @keras_space_export("keras_space.models.GradCacheModel")
 class GradCacheModel(keras.Model):
     """Train a contrastive loss over a large batch in micro-batches, exactly.
@@ -129,9 +143,13 @@ class GradCacheModel(keras.Model):
 
     def _encode_chunk(self, anchors, positives, i, training=True):
         m = self.micro_batch_size
+
+        def chunk(tree):
+            return tf.nest.map_structure(lambda t: t[i * m : (i + 1) * m], tree)
+
         first, second = self._towers()
-        a = first(anchors[i * m : (i + 1) * m], training=training)
-        p = second(positives[i * m : (i + 1) * m], training=training)
+        a = first(chunk(anchors), training=training)
+        p = second(chunk(positives), training=training)
         return tf.cast(a, tf.float32), tf.cast(p, tf.float32)
 
     def grad_cache_gradients(self, anchors, positives, y=None):
@@ -140,9 +158,9 @@ class GradCacheModel(keras.Model):
         The gradients are of the scaled loss (what the optimizer expects);
         `loss` is the true one. Seed states end as after pass 1.
         """
-        anchors = tf.convert_to_tensor(anchors)
-        positives = tf.convert_to_tensor(positives)
-        batch = tf.shape(anchors)[0]
+        anchors = tf.nest.map_structure(tf.convert_to_tensor, anchors)
+        positives = tf.nest.map_structure(tf.convert_to_tensor, positives)
+        batch = tf.shape(tf.nest.flatten(anchors)[0])[0]
         n = self._chunks(batch)
         states = _seed_states(*self._towers())
         weights = self.trainable_weights
@@ -163,14 +181,25 @@ class GradCacheModel(keras.Model):
             lambda i, *_: i < n, pass1, (tf.constant(0), snapshots, embeds_a, embeds_p)
         )
         after = [s.value for s in states]
-        reps = tf.stack([embeds_a.concat(), embeds_p.concat()], axis=1)
+        local_reps = tf.stack([embeds_a.concat(), embeds_p.concat()], axis=1)
 
-        # Pass 2: the full-batch loss on the embeddings only.
+        # Pass 2: the full-batch loss on the embeddings only. Under
+        # tf.distribute the embeddings of all replicas are gathered first, so
+        # the negatives are global; each replica then keeps the slice of
+        # d loss / d embeddings that belongs to its own samples (no gradient
+        # flows through the collective), and the optimizer's one all-reduce
+        # sums the replicas' parameter gradients.
+        reps, offset = _gather_across_replicas(local_reps)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             tape.watch(reps)
             loss = loss_fn(y, reps)
+            if replicas > 1 and getattr(loss_fn, "reduction", None) in _MEAN_REDUCTIONS:
+                # Keras divides mean losses by the replica count, assuming each
+                # replica sees its own part of the batch; this loss is global.
+                loss = loss * float(replicas)
             scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
-        cache = tape.gradient(scaled, reps)
+        cache = tape.gradient(scaled, reps)[offset : offset + batch]
 
         # Pass 3: re-embed each chunk under a tape with the same RNG states and
         # back-propagate the cached embedding gradients.
@@ -199,7 +228,10 @@ class GradCacheModel(keras.Model):
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         if not isinstance(x, (tuple, list)) or len(x) != 2:
-            raise ValueError("GradCacheModel.fit takes x = (anchors, positives).")
+            raise ValueError(
+                "GradCacheModel.fit takes x = (anchors, positives) (each a tensor or a "
+                f"dict of tensors). Received: {type(x).__name__}"
+            )
         anchors, positives = x
         loss, _, grads, reps = self.grad_cache_gradients(anchors, positives, y)
         self.optimizer.apply(grads, self.trainable_weights)

@@ -1,5 +1,10 @@
 """GradCacheModel against full-batch gradients."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras
 import numpy as np
 import pytest
@@ -146,3 +151,58 @@ def test_bad_arguments():
     bn = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.BatchNormalization()])
     with pytest.raises(ValueError, match="batch-coupled"):
         GradCacheModel(bn, micro_batch_size=8)
+
+
+def test_dict_inputs_like_keras_hub():
+    inputs = {"a": keras.Input((8,), name="a"), "b": keras.Input((8,), name="b")}
+    keras.utils.set_random_seed(0)
+    out = keras.layers.Dense(4)(keras.layers.Concatenate()([inputs["a"], inputs["b"]]))
+    model = GradCacheModel(keras.Model(inputs, out), micro_batch_size=16)
+    model.compile(keras.optimizers.SGD(0.1), loss=InfoNCE(0.1))
+    xa = {"a": A, "b": P}
+    xp = {"a": P, "b": A}
+    loss, _, grads, _ = model.grad_cache_gradients(xa, xp)
+    with tf.GradientTape() as tape:
+        full = InfoNCE(0.1)(None, model((xa, xp), training=True))
+    assert relative(grads, tape.gradient(full, model.trainable_weights)) < 1e-5
+    model.fit((xa, xp), batch_size=50, epochs=1, verbose=0)
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from keras_space.losses import InfoNCE
+    from keras_space.models import GradCacheModel
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(64, 8)).astype("float32"); p = (a + 0.3 * rng.normal(size=(64, 8))).astype("float32")
+    def run(strategy):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            enc = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(4)])
+            model = GradCacheModel(enc, micro_batch_size=8)
+            model.compile(optimizer=keras.optimizers.SGD(0.5), loss=InfoNCE(0.1, symmetric=True))
+        h = model.fit((a, p), batch_size=32, epochs=2, shuffle=False, verbose=0)
+        return np.concatenate([w.ravel() for w in model.get_weights()]), h.history["loss"]
+    single, l1 = run(tf.distribute.get_strategy())
+    mirrored, l2 = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    print("RESULT", np.linalg.norm(single - mirrored) / np.linalg.norm(single), abs(l1[0] - l2[0]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_equals_single_device_with_global_negatives():
+    """Equal weights and losses: each replica's loss sees all 32 pairs as negatives."""
+    out = subprocess.run(
+        [sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
+    assert line, out.stderr[-3000:]
+    _, err, loss_diff = line[0].split()
+    assert float(err) < 1e-5 and float(loss_diff) < 1e-6
