@@ -206,3 +206,14 @@ def test_mirrored_strategy_equals_single_device_with_global_negatives():
     assert line, out.stderr[-3000:]
     _, err, loss_diff = line[0].split()
     assert float(err) < 1e-5 and float(loss_diff) < 1e-6
+
+
+def test_two_towers_equal_a_plain_full_batch_tape():
+    model = GradCacheModel(encoder(seed=0), micro_batch_size=16, positive_encoder=encoder(seed=1))
+    model.compile(keras.optimizers.SGD(0.1), loss=InfoNCE(0.1, symmetric=True))
+    loss, _, grads, _ = model.grad_cache_gradients(A, P)
+    assert len(model.trainable_weights) == 2 * len(model.encoder.trainable_weights)
+    with tf.GradientTape() as tape:
+        full = InfoNCE(0.1, symmetric=True)(None, model((A, P), training=True))
+    np.testing.assert_allclose(float(loss), float(full), rtol=1e-6)
+    assert relative(grads, tape.gradient(full, model.trainable_weights)) < 1e-5
