@@ -1,8 +1,5 @@
 """GradientAccumulator against the plain large-batch run."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -11,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_space.optimizers import GradientAccumulator
+from keras_space.testing import run_on_logical_cpus
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(96, 8)).astype("float32")
@@ -227,11 +225,7 @@ def test_config_round_trip():
 
 MIRRORED = textwrap.dedent(
     """
-    import os
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import numpy as np, tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from keras_space.optimizers import GradientAccumulator
     rng = np.random.default_rng(0)
@@ -265,12 +259,6 @@ MIRRORED = textwrap.dedent(
 
 @pytest.mark.slow
 def test_mirrored_strategy_equals_single_device():
-    out = subprocess.run(
-        [sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
-    assert line, out.stderr[-3000:]
-    _, err, it1, it2, differ, micro = line[0].split()
+    err, it1, it2, differ, micro = run_on_logical_cpus(MIRRORED)
     assert float(err) < 1e-5 and it1 == it2 == "6"
     assert differ == "1" and micro == "2"
