@@ -1,4 +1,9 @@
 """keras_space.models: models and model builders (see DESIGN.md)."""
 
 from keras_space.models.grad_cache_model import GradCacheModel
+from keras_space.models.p_tuning import (
+    apply_prompt_template,
+    freeze_prompts,
+    p_tuning_model,
+)
 from keras_space.models.sentence_encoder import encode_texts, sentence_encoder

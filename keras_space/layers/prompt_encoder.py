@@ -1,0 +1,353 @@
+"""PromptEncoder: P-tuning's trainable virtual tokens, as a prefix or in a template."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_space.api_export import keras_space_export
+
+ENCODERS = ("mlp", "lstm", "none")
+
+
+@keras_space_export("keras_space.layers.PromptEncoder")
+class PromptEncoder(keras.layers.Layer):
+    """Continuous virtual tokens (P-tuning) spliced into a token-embedding sequence.
+
+    The layer owns a table of `num_virtual_tokens` embeddings. Before they are
+    spliced in, they are re-parameterised by an encoder, as in the P-tuning
+    paper: `"mlp"` (three Dense layers, ReLU) or `"lstm"` (a bidirectional LSTM
+    over the virtual-token sequence followed by two Dense layers), or used as
+    they are (`"none"`). The encoder is residual and its last Dense layer starts
+    at zero, so at initialisation the prompt *is* the table: initialising the
+    table from the embeddings of anchor tokens (`initialize_from_tokens`) gives
+    exactly those embeddings as the first prompt, whichever encoder is used.
+
+    Two modes:
+
+    - prefix (`placeholder_ids=None`): `layer(embeddings)` prepends the prompt,
+      (batch, seq, dim) -> (batch, num_virtual_tokens + seq, dim). The Keras
+      mask (from an upstream layer, or the `padding_mask` call argument) is
+      extended with `num_virtual_tokens` real positions in front
+      (`compute_mask`, `extend_padding_mask`).
+    - template (`placeholder_ids=[id_1, ..., id_n]`, bert4keras style, e.g. the
+      ids of `[unused1]`...`[unusedN]`): `layer(embeddings, token_ids)` replaces
+      the embedding at every position whose token id is `id_j` by virtual token
+      `j`, wherever those positions are; other positions and the mask pass
+      through unchanged.
+
+    `freeze()` returns the inference form: an `encoder="none"` layer whose table
+    is the computed prompt, giving bit-identical outputs without the encoder.
+    The prompt is computed in float32 and cast to the compute dtype, so the
+    layer works under `mixed_float16`/`mixed_bfloat16`.
+
+    Args:
+        num_virtual_tokens: int >= 1, the number of virtual tokens.
+        embedding_dim: int >= 1, the width of the token embeddings.
+        encoder: `"mlp"`, `"lstm"` or `"none"`.
+        encoder_hidden_dim: width of the encoder's hidden layers; defaults to
+            `embedding_dim`. Must be even for `"lstm"` (two directions).
+        dropout: dropout rate on the encoder's hidden activations (on the prompt
+            itself for `"none"`), in [0, 1).
+        initializer: initializer of the virtual-token table (default: BERT's
+            truncated normal, stddev 0.02).
+        placeholder_ids: None (prefix mode) or a list of `num_virtual_tokens`
+            distinct token ids (template mode).
+        max_sequence_length: optional longest sequence the layer may output
+            (e.g. the backbone's position table, `backbone.max_sequence_length`);
+            a longer sequence raises a `ValueError` when the length is static,
+            and an `InvalidArgumentError` naming the limit at run time.
+        seed: seed of the dropout.
+
+    Call arguments:
+        inputs: token embeddings (batch, seq, embedding_dim).
+        token_ids: (batch, seq) int tensor; required in template mode, ignored
+            in prefix mode.
+        padding_mask: optional (batch, seq) mask, used in prefix mode when no
+            Keras mask arrives with `inputs`.
+        training: Python bool, turns dropout on.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_space.layers import PromptEncoder
+
+    ids = keras.Input((None,), dtype="int32")
+    emb = keras.layers.Embedding(1000, 64, mask_zero=True)(ids)
+    x = PromptEncoder(8, 64, encoder="lstm")(emb)  # (batch, 8 + seq, 64), mask extended
+    pooled = keras.layers.GlobalAveragePooling1D()(x)  # the mask excludes padding
+    model = keras.Model(ids, keras.layers.Dense(2)(pooled))
+    ```
+
+    References:
+        - Liu et al., "GPT Understands, Too", https://arxiv.org/abs/2103.10385
+        - Su, "P-tuning: automatically building templates",
+          https://kexue.fm/archives/8295
+    """
+
+    call_takes_list = False
+
+    def __init__(
+        self,
+        num_virtual_tokens,
+        embedding_dim,
+        encoder="mlp",
+        encoder_hidden_dim=None,
+        dropout=0.0,
+        initializer=None,
+        placeholder_ids=None,
+        max_sequence_length=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("num_virtual_tokens", num_virtual_tokens),
+            ("embedding_dim", embedding_dim),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"`encoder` must be one of {ENCODERS}. Received: encoder={encoder!r}")
+        if encoder_hidden_dim is not None and (
+            not isinstance(encoder_hidden_dim, (int, np.integer)) or encoder_hidden_dim < 1
+        ):
+            raise ValueError(
+                "`encoder_hidden_dim` must be a positive int or None. "
+                f"Received: encoder_hidden_dim={encoder_hidden_dim!r}"
+            )
+        hidden = embedding_dim if encoder_hidden_dim is None else encoder_hidden_dim
+        if encoder == "lstm" and hidden % 2:
+            raise ValueError(
+                "`encoder_hidden_dim` must be even for encoder='lstm' (half per direction). "
+                f"Received: encoder_hidden_dim={hidden}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+        if placeholder_ids is not None:
+            placeholder_ids = [int(i) for i in placeholder_ids]
+            if len(placeholder_ids) > num_virtual_tokens:
+                raise ValueError(
+                    f"More placeholders than virtual tokens: {len(placeholder_ids)} "
+                    f"placeholder_ids for num_virtual_tokens={num_virtual_tokens}. "
+                    f"Received: placeholder_ids={placeholder_ids}"
+                )
+            if len(placeholder_ids) < num_virtual_tokens:
+                raise ValueError(
+                    f"`placeholder_ids` must name one token id per virtual token "
+                    f"({num_virtual_tokens}); {len(placeholder_ids)} would leave virtual "
+                    f"tokens unused. Received: placeholder_ids={placeholder_ids}"
+                )
+            if len(set(placeholder_ids)) != len(placeholder_ids):
+                raise ValueError(
+                    f"`placeholder_ids` must be distinct. Received: placeholder_ids={placeholder_ids}"
+                )
+        self.num_virtual_tokens = int(num_virtual_tokens)
+        self.embedding_dim = int(embedding_dim)
+        self.encoder = encoder
+        self.encoder_hidden_dim = encoder_hidden_dim
+        self.dropout = float(dropout)
+        self.initializer = keras.initializers.get(
+            initializer
+            if initializer is not None
+            else keras.initializers.TruncatedNormal(stddev=0.02)
+        )
+        if max_sequence_length is not None and (
+            not isinstance(max_sequence_length, (int, np.integer)) or max_sequence_length < 1
+        ):
+            raise ValueError(
+                "`max_sequence_length` must be a positive int or None. "
+                f"Received: max_sequence_length={max_sequence_length!r}"
+            )
+        self.placeholder_ids = placeholder_ids
+        self.max_sequence_length = max_sequence_length
+        self.seed = seed
+        self.supports_masking = True
+        self._hidden = int(hidden)
+
+    # ------------------------------------------------------------------ build
+    def build(self, inputs_shape, token_ids_shape=None):
+        if inputs_shape[-1] is not None and inputs_shape[-1] != self.embedding_dim:
+            raise ValueError(
+                f"The inputs' last axis must be embedding_dim={self.embedding_dim}. "
+                f"Received: inputs shape {tuple(inputs_shape)}"
+            )
+        self._check_length(inputs_shape[1])
+        self.prompt_table = self.add_weight(
+            name="prompt_table",
+            shape=(self.num_virtual_tokens, self.embedding_dim),
+            initializer=self.initializer,
+            dtype="float32",
+        )
+        n, d, h = self.num_virtual_tokens, self.embedding_dim, self._hidden
+        policy = self.dtype_policy
+        self._dropout_layer = keras.layers.Dropout(self.dropout, seed=self.seed, dtype=policy)
+        self._encoder_layers = []
+        if self.encoder == "lstm":
+            lstm = keras.layers.Bidirectional(
+                keras.layers.LSTM(h // 2, return_sequences=True, dtype=policy, name="lstm"),
+                dtype=policy,
+                name="lstm",
+            )
+            lstm.build((1, n, d))
+            self._encoder_layers.append(lstm)
+            widths = [h]
+        elif self.encoder == "mlp":
+            widths = [h, h]
+        else:
+            widths = []
+        last = d if self.encoder == "mlp" else h
+        for i, width in enumerate(widths):
+            dense = keras.layers.Dense(width, activation="relu", dtype=policy, name=f"dense_{i}")
+            dense.build((n, last))
+            self._encoder_layers.append(dense)
+            last = width
+        if self.encoder != "none":
+            out = keras.layers.Dense(
+                d, kernel_initializer="zeros", dtype=policy, name="dense_out"
+            )
+            out.build((n, last))
+            self._encoder_layers.append(out)
+        self.built = True
+
+    def _check_length(self, seq):
+        if self.max_sequence_length is None or seq is None:
+            return
+        extra = 0 if self.placeholder_ids is not None else self.num_virtual_tokens
+        if isinstance(seq, (int, np.integer)):
+            if seq + extra > self.max_sequence_length:
+                raise ValueError(
+                    f"Sequence too long: {seq} tokens + {extra} virtual tokens > "
+                    f"max_sequence_length={self.max_sequence_length} (the backbone's "
+                    "position table). Shorten the inputs or use fewer virtual tokens."
+                )
+        elif keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.debugging.assert_less_equal(
+                seq + extra,
+                self.max_sequence_length,
+                message=(
+                    f"Sequence too long: inputs + {extra} virtual tokens exceed "
+                    f"max_sequence_length={self.max_sequence_length}"
+                ),
+            )
+
+    # --------------------------------------------------------------- prompts
+    def prompt_embeddings(self, training=None):
+        """The (num_virtual_tokens, embedding_dim) prompt after the encoder, in float32."""
+        table = ops.convert_to_tensor(self.prompt_table)
+        if self.encoder == "none":
+            return ops.cast(self._dropout_layer(table, training=training), "float32")
+        h = ops.expand_dims(table, 0)
+        for layer in self._encoder_layers:
+            h = layer(h)
+            if layer is not self._encoder_layers[-1]:
+                h = self._dropout_layer(h, training=training)
+        return table + ops.cast(h[0], "float32")
+
+    def initialize_from_tokens(self, embeddings, token_ids):
+        """Set the table to the embeddings of anchor tokens.
+
+        Args:
+            embeddings: a Keras `Embedding` layer (e.g. `backbone.token_embedding`)
+                or a (vocabulary, embedding_dim) array.
+            token_ids: `num_virtual_tokens` token ids, one per virtual token.
+        """
+        matrix = embeddings.embeddings if hasattr(embeddings, "embeddings") else embeddings
+        matrix = np.asarray(ops.convert_to_numpy(matrix), dtype="float32")
+        token_ids = np.asarray(token_ids, dtype="int64").reshape(-1)
+        if token_ids.shape[0] != self.num_virtual_tokens:
+            raise ValueError(
+                f"`token_ids` must hold num_virtual_tokens={self.num_virtual_tokens} ids. "
+                f"Received: token_ids={token_ids.tolist()}"
+            )
+        if matrix.ndim != 2 or matrix.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"`embeddings` must be (vocabulary, {self.embedding_dim}). "
+                f"Received: shape {matrix.shape}"
+            )
+        if token_ids.min() < 0 or token_ids.max() >= matrix.shape[0]:
+            raise ValueError(
+                f"`token_ids` must lie in [0, {matrix.shape[0]}). Received: token_ids={token_ids.tolist()}"
+            )
+        if not self.built:
+            self.build((None, None, self.embedding_dim))
+        self.prompt_table.assign(matrix[token_ids])
+
+    def freeze(self):
+        """The inference form: an `encoder="none"` PromptEncoder holding the computed prompt.
+
+        Its outputs equal this layer's inference outputs bit for bit; it has no
+        encoder weights and no trainable weights.
+        """
+        if not self.built:
+            raise ValueError("The layer must be built (called once) before `freeze()`.")
+        config = self.get_config()
+        config.update(encoder="none", encoder_hidden_dim=None, dropout=0.0)
+        frozen = self.__class__.from_config(config)
+        frozen.build((None, None, self.embedding_dim))
+        frozen.prompt_table.assign(ops.convert_to_numpy(self.prompt_embeddings(training=False)))
+        frozen.trainable = False
+        return frozen
+
+    # ------------------------------------------------------------------ call
+    def extend_padding_mask(self, padding_mask):
+        """Prefix mode: (batch, seq) mask -> (batch, num_virtual_tokens + seq), prompt real."""
+        dtype = padding_mask.dtype
+        mask = ops.cast(padding_mask, "int32")
+        ones = ops.ones_like(mask[:, :1]) * ops.ones((1, self.num_virtual_tokens), "int32")
+        return ops.cast(ops.concatenate([ones, mask], axis=1), dtype)
+
+    def call(self, inputs, token_ids=None, padding_mask=None, training=None):
+        prompt = ops.cast(self.prompt_embeddings(training=training), self.compute_dtype)
+        inputs = ops.cast(inputs, self.compute_dtype)
+        self._check_length(ops.shape(inputs)[1])
+        if self.placeholder_ids is None:
+            batch = ops.shape(inputs)[0]
+            prefix = ops.broadcast_to(
+                prompt[None], (batch, self.num_virtual_tokens, self.embedding_dim)
+            )
+            return ops.concatenate([prefix, inputs], axis=1)
+        if token_ids is None:
+            raise ValueError(
+                "Template mode (placeholder_ids given) needs `token_ids`: "
+                "call `layer(embeddings, token_ids)`."
+            )
+        ids = ops.convert_to_tensor(self.placeholder_ids, dtype="int32")
+        hits = ops.equal(ops.cast(token_ids, "int32")[..., None], ids)  # (b, s, n)
+        is_placeholder = ops.any(hits, axis=-1, keepdims=True)
+        which = ops.argmax(ops.cast(hits, "int32"), axis=-1)
+        return ops.where(is_placeholder, ops.take(prompt, which, axis=0), inputs)
+
+    def compute_mask(self, inputs, mask=None, token_ids=None, padding_mask=None):
+        if self.placeholder_ids is not None:
+            return mask
+        if mask is None:
+            mask = padding_mask
+        if mask is None:
+            return None
+        return ops.cast(self.extend_padding_mask(mask), "bool")
+
+    def compute_output_shape(self, inputs_shape, token_ids_shape=None, padding_mask_shape=None):
+        self._check_length(inputs_shape[1])
+        if self.placeholder_ids is not None:
+            return tuple(inputs_shape)
+        seq = inputs_shape[1]
+        seq = None if seq is None else seq + self.num_virtual_tokens
+        return (inputs_shape[0], seq, inputs_shape[2])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_virtual_tokens=self.num_virtual_tokens,
+            embedding_dim=self.embedding_dim,
+            encoder=self.encoder,
+            encoder_hidden_dim=self.encoder_hidden_dim,
+            dropout=self.dropout,
+            initializer=keras.initializers.serialize(self.initializer),
+            placeholder_ids=self.placeholder_ids,
+            max_sequence_length=self.max_sequence_length,
+            seed=self.seed,
+        )
+        return config

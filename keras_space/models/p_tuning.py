@@ -1,0 +1,317 @@
+"""P-tuning a pretrained Transformer backbone: frozen backbone, trainable prompt and head."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_space.api_export import keras_space_export
+from keras_space.layers.masked_mean_pooling import MaskedMeanPooling
+from keras_space.layers.prompt_encoder import PromptEncoder
+
+_BACKBONE_PARTS = (
+    "token_embedding",
+    "position_embedding",
+    "embeddings_add",
+    "embeddings_layer_norm",
+    "embeddings_dropout",
+    "transformer_layers",
+)
+
+
+def _check_backbone(backbone):
+    missing = [name for name in _BACKBONE_PARTS if not hasattr(backbone, name)]
+    if missing:
+        raise ValueError(
+            "`backbone` must expose a BERT-style embedding stack and Transformer layers "
+            f"(keras_hub.models.BertBackbone does); missing {missing}. "
+            f"Received: backbone={type(backbone).__name__}"
+        )
+
+
+@keras_space_export("keras_space.models.PTuningModel")
+class PTuningModel(keras.Model):
+    """The functional model `p_tuning_model` returns.
+
+    A plain functional model, except that it keeps its frozen layers frozen
+    through `.keras` save/load: Keras restores `trainable=False` on a layer
+    before the layer builds its sublayers (keras-hub's `TransformerEncoder`
+    creates its attention and feed-forward layers in `build()`), and those
+    sublayers then come back trainable, so a reloaded frozen backbone would
+    train and the saved optimizer state would not fit. The constructor
+    re-applies every layer's `trainable=False` to its sublayers (through
+    `True` first: on the TensorFlow backend, assigning an attribute the value
+    it already holds is skipped, setter included).
+    """
+
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        for layer in self._flatten_layers(include_self=False):
+            if not layer.trainable:
+                layer.trainable = True
+                layer.trainable = False
+
+
+@keras_space_export("keras_space.models.p_tuning_model")
+def p_tuning_model(
+    backbone,
+    num_classes=None,
+    num_virtual_tokens=8,
+    encoder="mlp",
+    encoder_hidden_dim=None,
+    dropout=0.0,
+    placeholder_ids=None,
+    anchor_token_ids=None,
+    head="classification",
+    pooling="cls",
+    label_token_ids=None,
+    mask_token_id=None,
+    masked_lm_head=None,
+    sequence_length=None,
+    train_backbone=False,
+    seed=None,
+):
+    """P-tune a keras-hub `BertBackbone` (or a backbone with the same parts).
+
+    Builds a functional model on the backbone's own layers with a
+    `PromptEncoder` spliced in after the token embedding: as a prefix
+    (`placeholder_ids=None`: the prompt is prepended, the padding mask and
+    segment ids are extended, positions count from the first virtual token) or
+    in template mode (the embeddings of the `placeholder_ids` tokens, placed in
+    the text by `apply_prompt_template`, are replaced). The backbone is frozen
+    (`train_backbone=False`, P-tuning's few-shot setting), so the trainable
+    weights are exactly the prompt encoder's and the head's; with
+    `train_backbone=True` everything trains.
+
+    Heads:
+        - `"classification"`: Dense(num_classes) on the [CLS] state
+          (`pooling="cls"`) or on the padding-aware mean of the sequence
+          (`pooling="mean"`, the sentence-encoder way).
+        - `"masked_lm"`: PET/P-tuning style. The masked-LM head scores the
+          `label_token_ids` (one label word per class) at the position of
+          `mask_token_id`. Pass the backbone's pretrained head as
+          `masked_lm_head` when it has one (e.g.
+          `keras_hub.models.BertMaskedLM.from_preset(...).masked_lm_head`);
+          otherwise a `keras_hub.layers.MaskedLMHead` tied to the (frozen)
+          token embedding is created and trained.
+
+    Args:
+        backbone: a `keras_hub.models.BertBackbone` or a model with the same
+            attributes (`token_embedding`, `position_embedding`,
+            `segment_embedding` (optional), `embeddings_add`,
+            `embeddings_layer_norm`, `embeddings_dropout`, `transformer_layers`).
+            Its `trainable` flag is set to `train_backbone`.
+        num_classes: number of classes (classification head).
+        num_virtual_tokens, encoder, encoder_hidden_dim, dropout, placeholder_ids:
+            passed to `PromptEncoder`.
+        anchor_token_ids: optional token ids whose embeddings initialise the
+            virtual tokens (e.g. the ids of a hand-written prompt).
+        head: `"classification"` or `"masked_lm"`.
+        pooling: `"cls"` or `"mean"` (classification head).
+        label_token_ids: one token id per class (masked-LM head).
+        mask_token_id: the `[MASK]` id (masked-LM head); the first occurrence
+            in each row is scored.
+        masked_lm_head: optional pretrained masked-LM head layer.
+        sequence_length: optional static input length; checked against the
+            backbone's position table when given.
+        train_backbone: bool, whether the backbone trains too.
+        seed: seed of the prompt encoder's dropout.
+
+    Returns:
+        A `PTuningModel` (a functional `keras.Model`) taking the backbone's input dict (`token_ids`,
+        `segment_ids`, `padding_mask`) and returning (batch, num_classes)
+        logits. Its `PromptEncoder` is the layer named `"prompt_encoder"`.
+
+    Example:
+
+    ```python
+    import keras, keras_hub
+    from keras_space.models import p_tuning_model
+    from keras_space.utils import minilm_path
+
+    backbone = keras_hub.models.BertBackbone.from_preset(minilm_path())
+    preprocess = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        minilm_path(), sequence_length=64
+    )
+    model = p_tuning_model(backbone, num_classes=2, num_virtual_tokens=8, encoder="lstm")
+    model.compile(keras.optimizers.AdamW(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(preprocess(["great film", "dull plot"]), [1, 0], epochs=1)
+    ```
+
+    References:
+        - Liu et al., "GPT Understands, Too", https://arxiv.org/abs/2103.10385
+    """
+    _check_backbone(backbone)
+    if head not in ("classification", "masked_lm"):
+        raise ValueError(
+            f"`head` must be 'classification' or 'masked_lm'. Received: head={head!r}"
+        )
+    if pooling not in ("cls", "mean"):
+        raise ValueError(f"`pooling` must be 'cls' or 'mean'. Received: pooling={pooling!r}")
+    if head == "classification" and (
+        not isinstance(num_classes, (int, np.integer)) or num_classes < 1
+    ):
+        raise ValueError(
+            "The classification head needs `num_classes`, a positive int. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    if head == "masked_lm":
+        if not label_token_ids:
+            raise ValueError(
+                "The masked-LM head needs `label_token_ids` (one label word id per class). "
+                f"Received: label_token_ids={label_token_ids!r}"
+            )
+        if mask_token_id is None:
+            raise ValueError("The masked-LM head needs `mask_token_id`. Received: None")
+    hidden_dim = backbone.token_embedding.output_dim
+    max_len = getattr(backbone, "max_sequence_length", None) or getattr(
+        backbone.position_embedding, "sequence_length", None
+    )
+    prefix = placeholder_ids is None
+    extra = num_virtual_tokens if prefix else 0
+    if sequence_length is not None and max_len is not None and sequence_length + extra > max_len:
+        raise ValueError(
+            f"Sequence too long for the backbone: sequence_length={sequence_length} + "
+            f"{extra} virtual tokens > {max_len} positions in its table."
+        )
+
+    backbone.trainable = bool(train_backbone)
+    prompt = PromptEncoder(
+        num_virtual_tokens,
+        hidden_dim,
+        encoder=encoder,
+        encoder_hidden_dim=encoder_hidden_dim,
+        dropout=dropout,
+        placeholder_ids=placeholder_ids,
+        max_sequence_length=max_len,
+        seed=seed,
+        dtype=backbone.dtype_policy,
+        name="prompt_encoder",
+    )
+    if anchor_token_ids is not None:
+        prompt.initialize_from_tokens(backbone.token_embedding, anchor_token_ids)
+
+    inputs = {
+        name: keras.Input((sequence_length,), dtype="int32", name=name)
+        for name in ("token_ids", "segment_ids", "padding_mask")
+    }
+    token_ids = inputs["token_ids"]
+    segment_ids = inputs["segment_ids"]
+    padding_mask = inputs["padding_mask"]
+    tokens = backbone.token_embedding(token_ids)
+    if prefix:
+        tokens = prompt(tokens)
+        padding_mask = prompt.extend_padding_mask(padding_mask)
+        segment_ids = ops.concatenate(
+            [ops.zeros_like(segment_ids[:, :1]) * ops.ones((1, num_virtual_tokens), "int32"),
+             segment_ids],
+            axis=1,
+        )
+    else:
+        tokens = prompt(tokens, token_ids)
+    parts = [tokens, backbone.position_embedding(tokens)]
+    if getattr(backbone, "segment_embedding", None) is not None:
+        parts.append(backbone.segment_embedding(segment_ids))
+    x = backbone.embeddings_add(parts)
+    x = backbone.embeddings_layer_norm(x)
+    x = backbone.embeddings_dropout(x)
+    for layer in backbone.transformer_layers:
+        x = layer(x, padding_mask=padding_mask)
+
+    if head == "classification":
+        if pooling == "cls":
+            features = x[:, extra, :]
+        else:
+            features = MaskedMeanPooling(name="mean_pooling")(x, padding_mask=padding_mask)
+        logits = keras.layers.Dense(num_classes, name="classifier")(features)
+    else:
+        import keras_hub
+
+        if masked_lm_head is None:
+            masked_lm_head = keras_hub.layers.MaskedLMHead(
+                token_embedding=backbone.token_embedding,
+                intermediate_activation="gelu",
+                layer_norm_epsilon=1e-12,
+                dtype=backbone.dtype_policy,
+                name="masked_lm_head",
+            )
+        masked_lm_head.trainable = True
+        is_mask = ops.cast(ops.equal(token_ids, mask_token_id), "int32")
+        position = ops.argmax(is_mask, axis=1)[:, None] + extra
+        vocab_logits = masked_lm_head(x, mask_positions=position)[:, 0, :]
+        logits = ops.take(vocab_logits, ops.convert_to_tensor(list(label_token_ids)), axis=1)
+    return PTuningModel(inputs, logits, name="p_tuning_model")
+
+
+@keras_space_export("keras_space.models.freeze_prompts")
+def freeze_prompts(model):
+    """The inference form of a P-tuned model: every `PromptEncoder` replaced by its `freeze()`.
+
+    The returned model shares all other layers with `model`, has no prompt
+    encoder weights, and gives the same outputs bit for bit in inference. Save
+    it (`.keras` or `model.export()`) for serving; keep saving `model` itself to
+    resume training (its `.keras` file holds the encoder).
+    """
+
+    def clone(layer):
+        return layer.freeze() if isinstance(layer, PromptEncoder) else layer
+
+    frozen = keras.models.clone_model(model, clone_function=clone)
+    return frozen
+
+
+@keras_space_export("keras_space.models.apply_prompt_template")
+def apply_prompt_template(inputs, template, placeholder_ids):
+    """Lay tokenised texts into a P-tuning template (numpy, for template mode).
+
+    Args:
+        inputs: the dict of a keras-hub BERT preprocessor (`token_ids`,
+            `padding_mask`, optionally `segment_ids`), each row
+            `[CLS] text [SEP] pad...`.
+        template: a list of token ids and exactly one `"text"` marker, e.g.
+            `[p1, p2, "text", p3, mask_id]`; the row becomes
+            `[CLS] p1 p2 text p3 [MASK] [SEP]`, the text truncated to keep the
+            sequence length.
+        placeholder_ids: the prompt's placeholder ids; the template must use at
+            least one of them.
+
+    Returns:
+        A dict like `inputs` (same sequence length).
+    """
+    template = list(template)
+    if template.count("text") != 1:
+        raise ValueError(
+            "`template` must contain the marker 'text' exactly once. "
+            f"Received: template={template}"
+        )
+    fixed = [t for t in template if t != "text"]
+    if not any(t in set(placeholder_ids) for t in fixed):
+        raise ValueError(
+            "The template has no placeholder tokens: it must use at least one of "
+            f"placeholder_ids={list(placeholder_ids)}. Received: template={template}"
+        )
+    token_ids = np.asarray(inputs["token_ids"])
+    mask = np.asarray(inputs["padding_mask"]).astype(bool)
+    batch, length = token_ids.shape
+    room = length - 2 - len(fixed)
+    if room < 1:
+        raise ValueError(
+            f"Sequence too long: the template takes {len(fixed)} + 2 special tokens, "
+            f"leaving no room for text in sequence length {length}. Use a longer "
+            "sequence_length in the preprocessor or a shorter template."
+        )
+    cut = template.index("text")
+    out_ids = np.zeros_like(token_ids)
+    out_mask = np.zeros_like(np.asarray(inputs["padding_mask"]))
+    for i in range(batch):
+        real = token_ids[i, mask[i]]
+        text = list(real[1:-1][:room])
+        row = [real[0], *fixed[:cut], *text, *fixed[cut:], real[-1]]
+        out_ids[i, : len(row)] = row
+        out_mask[i, : len(row)] = 1
+    result = dict(inputs)
+    result["token_ids"] = out_ids
+    result["padding_mask"] = out_mask
+    if "segment_ids" in inputs:
+        result["segment_ids"] = np.zeros_like(np.asarray(inputs["segment_ids"]))
+    return result

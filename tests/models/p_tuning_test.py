@@ -1,0 +1,173 @@
+"""p_tuning_model / freeze_prompts / apply_prompt_template on the real pretrained MiniLM."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_space.models import apply_prompt_template, freeze_prompts, p_tuning_model
+
+TEXTS = ["a great film", "the plot was dull and far too long", "ok", "I loved every minute"]
+LABELS = np.array([1, 0, 1, 1])
+ANCHORS = [2023, 3185, 2001]  # "this", "movie", "was"
+PLACEHOLDERS = [1, 2, 3]  # [unused0] [unused1] [unused2]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    keras_hub = pytest.importorskip("keras_hub")
+    from keras_space.utils import minilm_path
+
+    path = minilm_path()
+    backbone = keras_hub.models.BertBackbone.from_preset(path)
+    pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=16)
+    inputs = {k: np.asarray(v) for k, v in pre(TEXTS).items()}
+    return backbone, inputs
+
+
+def backbone_states(backbone, token_ids, padding_mask):
+    out = backbone.predict(
+        {"token_ids": token_ids, "padding_mask": padding_mask, "segment_ids": np.zeros_like(token_ids)},
+        verbose=0,
+    )
+    return out["sequence_output"]
+
+
+def head(model, features):
+    kernel, bias = model.get_layer("classifier").get_weights()
+    return features @ kernel + bias
+
+
+@pytest.mark.slow
+def test_prefix_equals_the_backbone_on_anchor_tokens(minilm):
+    backbone, x = minilm
+    model = p_tuning_model(backbone, num_classes=2, num_virtual_tokens=3, encoder="lstm",
+                           anchor_token_ids=ANCHORS)
+    n = len(ANCHORS)
+    ids = np.concatenate([np.tile(ANCHORS, (len(TEXTS), 1)), x["token_ids"]], 1)
+    mask = np.concatenate([np.ones((len(TEXTS), n), "int32"), x["padding_mask"]], 1)
+    want = head(model, backbone_states(backbone, ids, mask)[:, n])
+    np.testing.assert_allclose(model.predict(x, verbose=0), want, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_template_equals_the_backbone_on_anchor_tokens(minilm):
+    backbone, x = minilm
+    model = p_tuning_model(backbone, num_classes=2, num_virtual_tokens=3, placeholder_ids=PLACEHOLDERS,
+                           anchor_token_ids=ANCHORS, pooling="mean")
+    t = apply_prompt_template(x, [1, 2, "text", 3], PLACEHOLDERS)
+    # [CLS] p1 p2 text p3 [SEP], numpy check of the layout
+    real = x["token_ids"][0][x["padding_mask"][0] == 1]
+    np.testing.assert_array_equal(t["token_ids"][0][: len(real) + 3], [101, 1, 2, *real[1:-1], 3, 102])
+    ids = t["token_ids"].copy()
+    for p, a in zip(PLACEHOLDERS, ANCHORS, strict=True):
+        ids[ids == p] = a
+    states = backbone_states(backbone, ids, t["padding_mask"]).astype("float64")
+    m = t["padding_mask"][..., None]
+    want = head(model, (states * m).sum(1) / m.sum(1))
+    np.testing.assert_allclose(model.predict(t, verbose=0), want, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("placeholders", [None, PLACEHOLDERS])
+def test_frozen_backbone_is_bit_identical_after_fit_with_weight_decay(minilm, placeholders):
+    backbone, x = minilm
+    if placeholders:
+        x = apply_prompt_template(x, [1, "text", 2, 3], placeholders)
+    model = p_tuning_model(backbone, num_classes=2, num_virtual_tokens=3, encoder="mlp",
+                           placeholder_ids=placeholders, dropout=0.1)
+    prompt_names = {w.path for w in model.get_layer("prompt_encoder").trainable_weights}
+    head_names = {w.path for w in model.get_layer("classifier").trainable_weights}
+    assert {w.path for w in model.trainable_weights} == prompt_names | head_names
+    before = [np.array(w) for w in backbone.weights]
+    prompt_before = [np.array(w) for w in model.get_layer("prompt_encoder").weights]
+    model.compile(keras.optimizers.AdamW(1e-2, weight_decay=0.5),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, LABELS, epochs=2, batch_size=2, verbose=0)
+    for w, b in zip(backbone.weights, before, strict=True):
+        np.testing.assert_array_equal(np.asarray(w), b, err_msg=w.path)
+    moved = [not np.array_equal(a, np.asarray(w)) for a, w in
+             zip(prompt_before, model.get_layer("prompt_encoder").weights, strict=True)]
+    assert all(moved)
+
+
+@pytest.mark.slow
+def test_freeze_prompts_and_saving(minilm, tmp_path):
+    backbone, x = minilm
+    model = p_tuning_model(backbone, num_classes=2, num_virtual_tokens=4, encoder="lstm", dropout=0.2)
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, LABELS, epochs=1, batch_size=2, verbose=0)
+    logits = model.predict(x, verbose=0)
+
+    frozen = freeze_prompts(model)
+    assert not frozen.get_layer("prompt_encoder").weights[1:]  # only the computed table
+    np.testing.assert_array_equal(frozen.predict(x, verbose=0), logits)
+    frozen.save(tmp_path / "frozen.keras")
+    np.testing.assert_array_equal(
+        keras.saving.load_model(tmp_path / "frozen.keras").predict(x, verbose=0), logits
+    )
+    frozen.export(tmp_path / "served", verbose=False)
+    reloaded = tf.saved_model.load(str(tmp_path / "served"))
+    served = reloaded.serve({k: tf.constant(v, "int32") for k, v in x.items()})
+    np.testing.assert_allclose(served, logits, atol=1e-6)
+
+    model.save(tmp_path / "train.keras")  # the training form keeps the encoder and optimizer
+    resumed = keras.saving.load_model(tmp_path / "train.keras")
+    enc = resumed.get_layer("prompt_encoder")
+    assert enc.encoder == "lstm" and len(enc.trainable_weights) == len(model.get_layer("prompt_encoder").trainable_weights)
+    np.testing.assert_array_equal(resumed.predict(x, verbose=0), logits)
+    assert int(resumed.optimizer.iterations) == int(model.optimizer.iterations)
+    assert {w.path for w in resumed.trainable_weights} == {w.path for w in model.trainable_weights}
+    for a, b in zip(resumed.optimizer.variables, model.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    resumed.fit(x, LABELS, epochs=1, batch_size=2, verbose=0)
+
+
+@pytest.mark.slow
+def test_masked_lm_head_scores_label_words(minilm):
+    backbone, x = minilm
+    t = apply_prompt_template(x, [1, 2, 103, "text"], PLACEHOLDERS[:2])
+    model = p_tuning_model(backbone, num_virtual_tokens=2, placeholder_ids=PLACEHOLDERS[:2],
+                           head="masked_lm", label_token_ids=[2919, 2204], mask_token_id=103,
+                           anchor_token_ids=ANCHORS[:2])
+    names = {w.path.split("/")[0] for w in model.trainable_weights}
+    assert names == {"prompt_encoder", "masked_lm_head"}
+    lm = model.get_layer("masked_lm_head")
+    ids = t["token_ids"].copy()
+    for p, a in zip(PLACEHOLDERS[:2], ANCHORS[:2], strict=True):
+        ids[ids == p] = a
+    states = backbone_states(backbone, ids, t["padding_mask"])
+    at_mask = states[np.arange(len(TEXTS)), np.argmax(t["token_ids"] == 103, axis=1)]
+    dense_k, dense_b = (np.asarray(w) for w in lm._intermediate_dense.weights)
+    gamma, beta = (np.asarray(w) for w in lm._intermediate_layer_norm.weights)
+    from scipy.special import erf
+    h = at_mask @ dense_k + dense_b
+    h = 0.5 * h * (1 + erf(h / np.sqrt(2)))
+    h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-12) * gamma + beta
+    bias = next(np.asarray(w) for w in lm.weights if w.path.endswith("output_bias"))
+    vocab = h @ np.asarray(backbone.token_embedding.embeddings).T + bias
+    np.testing.assert_allclose(model.predict(t, verbose=0), vocab[:, [2919, 2204]], rtol=1e-4, atol=1e-4)
+
+
+def test_bad_inputs(minilm):
+    backbone, x = minilm
+    with pytest.raises(ValueError, match="Sequence too long"):
+        p_tuning_model(backbone, num_classes=2, num_virtual_tokens=8, sequence_length=510)
+    with pytest.raises(ValueError, match="no placeholder tokens"):
+        apply_prompt_template(x, [2023, "text"], PLACEHOLDERS)
+    with pytest.raises(ValueError, match="'text' exactly once"):
+        apply_prompt_template(x, [1, 2], PLACEHOLDERS)
+    with pytest.raises(ValueError, match="Sequence too long"):
+        apply_prompt_template(x, [1] * 14 + ["text"], PLACEHOLDERS)
+    with pytest.raises(ValueError, match="More placeholders than virtual tokens"):
+        p_tuning_model(backbone, num_classes=2, num_virtual_tokens=2, placeholder_ids=PLACEHOLDERS)
+    with pytest.raises(ValueError, match="num_classes"):
+        p_tuning_model(backbone)
+    with pytest.raises(ValueError, match="label_token_ids"):
+        p_tuning_model(backbone, head="masked_lm", mask_token_id=103)
+    with pytest.raises(ValueError, match="missing"):
+        p_tuning_model(keras.Sequential([keras.layers.Dense(2)]), num_classes=2)
+    model = p_tuning_model(backbone, num_classes=2, num_virtual_tokens=8)
+    long = {k: np.tile(v, (1, 32)) for k, v in x.items()}  # 512 tokens + 8 virtual > 512
+    with pytest.raises(Exception, match="Sequence too long"):
+        model.predict(long, verbose=0)
