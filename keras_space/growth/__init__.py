@@ -1,1 +1,3 @@
-"""keras_space.growth: public growth (see DESIGN.md)."""
+"""keras_space.growth: function-preserving model growth (see DESIGN.md)."""
+
+from keras_space.growth.widen import narrow_outputs, widen, widen_inputs
