@@ -13,6 +13,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from keras_space.layers import (  # noqa: E402
+    GMLPBlock,
     RandomProjection,
     SimHash,
     SmoothLeakyReLU,
@@ -84,6 +85,23 @@ def main():
     codes_test = np.asarray(hasher(x_test))[:, 0]
     sim = np.asarray(hamming_similarity(codes_test, codes_train, pairwise=True))
     print(f"1-NN by 256-bit SimHash codes:     {np.mean(y_train[np.argmax(sim, axis=1)] == y_test):.3f}")
+
+    # An attention-free token mixer: each digit as 16 tokens (its 2x2 patches),
+    # one gMLP block, mean pooling. (examples/token_mixers.py compares them all.)
+    def tokens(flat):
+        return flat.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 16, 4)
+
+    keras.utils.set_random_seed(0)
+    mixer = keras.Sequential([
+        keras.Input((16, 4)),
+        keras.layers.Dense(32),
+        GMLPBlock(ffn_dim=64),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(10),
+    ])
+    mixer.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    mixer.fit(tokens(x_train), y_train, epochs=20, batch_size=64, verbose=0)
+    print(f"gMLP token mixer test accuracy:    {mixer.evaluate(tokens(x_test), y_test, verbose=0)[1]:.3f}")
 
 
 if __name__ == "__main__":
