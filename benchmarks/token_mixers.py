@@ -10,7 +10,8 @@ weights and the TensorFlow runtime are not counted). The peer is
 `MultiHeadAttention(num_heads=4, key_dim=channels/4)` inside the same
 pre-norm residual block shape (x + MHA(LN(x))), measured in the same run;
 figures are ratios to it, and the growth exponent is the slope of log(time)
-(and log(memory)) against log(length), fitted over all lengths.
+(and log(memory)) against log(length), fitted over all lengths, and over the
+two longest (the fixed per-step overhead flattens the short end).
 """
 
 import argparse
@@ -131,6 +132,11 @@ def main():
         if len(ok) >= 2:
             entry["time_growth_exponent"] = round(slope(ok, [by_len[n]["time_s"] for n in ok]), 2)
             entry["memory_growth_exponent"] = round(slope(ok, [by_len[n]["memory_mb"] for n in ok]), 2)
+            last = ok[-2:]  # the two longest: closest to the asymptotic order
+            entry["time_growth_exponent_longest_two"] = round(slope(last, [by_len[n]["time_s"] for n in last]), 2)
+            entry["memory_growth_exponent_longest_two"] = round(
+                slope(last, [by_len[n]["memory_mb"] for n in last]), 2
+            )
         result[name] = entry
     print(json.dumps(result, indent=1))
 

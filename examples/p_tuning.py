@@ -101,7 +101,7 @@ def evaluate(seed, args, pre, path, results):
         clf = LogisticRegression(C=10.0, max_iter=2000).fit(train_vec, y)
         return float(clf.score(test_vec, y_test))
 
-    def p_tuning(encoder, lr=3e-3, epochs=30):
+    def p_tuning(encoder, lr=3e-3, epochs=20):
         backbone = keras_hub.models.BertBackbone.from_preset(path)
         model = p_tuning_model(
             backbone,
@@ -131,7 +131,7 @@ def main():
     parser.add_argument("--test")
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--length", type=int, default=48)
+    parser.add_argument("--length", type=int, default=32)
     args = parser.parse_args()
 
     path = minilm_path()

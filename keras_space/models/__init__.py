@@ -2,6 +2,7 @@
 
 from keras_space.models.grad_cache_model import GradCacheModel
 from keras_space.models.p_tuning import (
+    PTuningModel,
     apply_prompt_template,
     freeze_prompts,
     p_tuning_model,

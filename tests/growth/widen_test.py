@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import load_minilm
 
 from keras_space.growth import narrow_outputs, widen, widen_inputs
 
@@ -126,39 +127,44 @@ def test_unsupported_layers_are_named():
 
 @pytest.fixture(scope="module")
 def minilm():
-    keras_hub = pytest.importorskip("keras_hub")
-    from keras_space.utils import minilm_path
-
-    path = minilm_path()
-    backbone = keras_hub.models.BertBackbone.from_preset(path)
-    pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=24)
+    backbone, pre = load_minilm(24)
     texts = ["A man is playing a guitar.", "Stocks fell sharply on Monday after the report.", "ok"]
     return backbone, {k: np.asarray(v) for k, v in pre(texts).items()}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("k, noise", [(2, 0.0), (3, 0.0), (2, 0.02)])
-def test_widened_minilm_equals_the_original(minilm, k, noise):
-    backbone, x = minilm
-    assert x["padding_mask"].min() == 0  # real padding in the batch
-    want = backbone.predict(x, verbose=0)
-    big = widen(backbone, k, noise=noise, seed=0)
-    assert type(big) is type(backbone) and big.hidden_dim == 384 * k and big.num_heads == 12
+@pytest.fixture(scope="module")
+def widened_minilm(minilm):
+    return widen(minilm[0], 2, noise=0.02, seed=0)
+
+
+def assert_same_function(small, big, k, x):
+    want = small.predict(x, verbose=0)
     got = narrow_outputs(big.predict(x, verbose=0), k)
     real = x["padding_mask"].astype(bool)
     np.testing.assert_allclose(got["sequence_output"][real], want["sequence_output"][real], atol=1e-5)
     np.testing.assert_allclose(got["pooled_output"], want["pooled_output"], atol=1e-5)
     # Padded positions (whose outputs nothing reads) carry MiniLM's large outlier features
-    # (|x| ~ 5); float32 rounding of the wider sums leaves them within 1e-4 (in float64: 1e-9).
+    # (|x| ~ 5); float32 rounding of the wider sums leaves them within 1e-4.
     np.testing.assert_allclose(got["sequence_output"][~real], want["sequence_output"][~real], atol=1e-4)
 
 
 @pytest.mark.slow
-def test_widened_minilm_trains(minilm):
+def test_widened_minilm_equals_the_original(minilm, widened_minilm):
     backbone, x = minilm
-    big = widen(backbone, 2, noise=0.01, seed=0)
-    pooled = big.output["sequence_output"][:, 0, :]
-    model = keras.Model(big.input, keras.layers.Dense(2)(pooled))
+    assert x["padding_mask"].min() == 0  # real padding in the batch
+    before = [np.array(v) for v in backbone.weights[:4]]
+    for k, big in ((2, widened_minilm), (3, widen(backbone, 3))):  # with noise, and exact
+        assert type(big) is type(backbone) and big.hidden_dim == 384 * k and big.num_heads == 12
+        assert_same_function(backbone, big, k, x)
+    for v, b in zip(backbone.weights[:4], before, strict=False):
+        np.testing.assert_array_equal(np.asarray(v), b)
+
+
+@pytest.mark.slow
+def test_widened_minilm_trains(minilm, widened_minilm):
+    _, x = minilm
+    pooled = widened_minilm.output["sequence_output"][:, 0, :]
+    model = keras.Model(widened_minilm.input, keras.layers.Dense(2)(pooled))
     model.compile(keras.optimizers.Adam(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     y = np.array([0, 1, 1])
     first = model.evaluate(x, y, verbose=0)

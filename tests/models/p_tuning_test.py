@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import load_minilm
 
 from keras_space.models import apply_prompt_template, freeze_prompts, p_tuning_model
 
@@ -15,12 +16,7 @@ PLACEHOLDERS = [1, 2, 3]  # [unused0] [unused1] [unused2]
 
 @pytest.fixture(scope="module")
 def minilm():
-    keras_hub = pytest.importorskip("keras_hub")
-    from keras_space.utils import minilm_path
-
-    path = minilm_path()
-    backbone = keras_hub.models.BertBackbone.from_preset(path)
-    pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=16)
+    backbone, pre = load_minilm(16)
     inputs = {k: np.asarray(v) for k, v in pre(TEXTS).items()}
     return backbone, inputs
 

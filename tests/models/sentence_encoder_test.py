@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import load_minilm
 
 from keras_space.models import encode_texts, sentence_encoder
 
@@ -17,11 +18,7 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def minilm():
     keras_hub = pytest.importorskip("keras_hub")
-    from keras_space.utils import minilm_path
-
-    path = minilm_path()
-    backbone = keras_hub.models.BertBackbone.from_preset(path)
-    pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=32)
+    backbone, pre = load_minilm(32)
     return backbone, pre, keras_hub
 
 
