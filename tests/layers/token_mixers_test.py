@@ -168,10 +168,13 @@ def test_against_numpy_reference(name):
     layer, ref, causal = built(name)
     np.testing.assert_allclose(layer(X), ref(layer, X.astype("float64"), np.ones((B, N), bool), causal),
                                rtol=1e-4, atol=1e-4)
-    if name != "fnet":  # FNet's masked behaviour has its own test
-        got = np.asarray(layer(X, padding_mask=MASK))
-        want = ref(layer, X.astype("float64"), MASK, causal)
-        np.testing.assert_allclose(got[MASK], want[MASK], rtol=1e-4, atol=1e-4)
+    # Padded positions hold 1e3 in the layer's input and the reference's zero-free input:
+    # the real positions must match the reference, so padding has no influence on them.
+    poisoned = X.copy()
+    poisoned[~MASK] = 1e3
+    got = np.asarray(layer(poisoned, padding_mask=MASK))
+    want = ref(layer, X.astype("float64"), MASK, causal)
+    np.testing.assert_allclose(got[MASK], want[MASK], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in CASES if "causal" in n))
@@ -184,16 +187,6 @@ def test_causal_output_ignores_the_future(name):
         out = np.asarray(layer(changed))
         np.testing.assert_allclose(out[:, : t + 1], base[:, : t + 1], rtol=1e-5, atol=1e-5)
         assert not np.allclose(out[:, t + 1 :], base[:, t + 1 :])
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_padded_positions_do_not_influence_real_ones(name):
-    layer, _, _ = built(name)
-    base = np.asarray(layer(X, padding_mask=MASK))
-    poisoned = X.copy()
-    poisoned[~MASK] = 1e3
-    np.testing.assert_allclose(np.asarray(layer(poisoned, padding_mask=MASK))[MASK], base[MASK],
-                               rtol=1e-5, atol=1e-5)
 
 
 def test_keras_mask_is_used_and_passed_on():
@@ -268,9 +261,9 @@ def test_bad_arguments(cls, kwargs, match):
 @pytest.mark.parametrize("cls, kwargs", [
     (MLPMixerBlock, dict(tokens_mlp_dim=6, channels_mlp_dim=12, dropout=0.1, seed=1)),
     (ResMLPBlock, dict(channels_mlp_dim=12, causal=True)),
-    (GMLPBlock, dict(ffn_dim=12, tiny_attention_dim=4)),
+    (GMLPBlock, dict(ffn_dim=12)),
     (FNetBlock, dict(ffn_dim=12)),
-    (ExternalAttention, dict(memory_units=6, causal=True)),
+    (ExternalAttention, dict(memory_units=6)),
     (SynthesizerAttention, dict(num_heads=2, mode="dense")),
 ])
 def test_layer_contract(cls, kwargs):
