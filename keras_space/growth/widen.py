@@ -202,18 +202,14 @@ def _widen_functional(model, w, keep_output_width):
             )
         flat_in = [a for a in keras.tree.flatten(args) if isinstance(a, keras.KerasTensor)]
         s_in = forms.get(id(flat_in[0])) if flat_in else None
-        if name in ("Dropout",):
-            out = layer(*args, **kwargs)
-            forms[id(out)] = s_in
-            return out
-        if name == "Add":
+        if name in ("Dropout", "Add"):  # no weights: a fresh copy, the form passes through
             in_forms = {forms.get(id(a)) for a in flat_in}
             if len(in_forms) != 1:
                 raise ValueError(
                     f"Add '{layer.name}' sums tensors of different widened forms {in_forms}; "
                     "this model cannot be widened function-preservingly."
                 )
-            out = layer(*args, **kwargs)
+            out = type(layer).from_config(layer.get_config())(*args, **kwargs)
             forms[id(out)] = s_in
             return out
         new = _config_widened(layer, k, s_in if s_in is not None else 1.0)
