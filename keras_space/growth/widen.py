@@ -93,19 +93,13 @@ class _Widener:
         variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
 
     # --------------------------------------------------------------- layers
-    def dense(self, old, new, s_in, s_out):
-        kernel, *bias = old.weights
-        noisy = (0,) if s_in is not None else ()
-        self.assign(new.kernel, self.grow(kernel, new.kernel.shape, self.kernel_scale(s_in, s_out), noisy))
-        if bias:
-            self.assign(new.bias, self.grow(bias[0], new.bias.shape, 1.0 if s_out is None else s_out))
-
-    def einsum_dense(self, old, new, s_in, s_out, input_axes):
+    def dense(self, old, new, s_in, s_out, input_axes=(0,)):
+        """A linear map (Dense or EinsumDense) from form s_in to form s_out (None: unwidened)."""
         kernel, *bias = old.weights
         noisy = input_axes if s_in is not None else ()
         self.assign(new.kernel, self.grow(kernel, new.kernel.shape, self.kernel_scale(s_in, s_out), noisy))
         if bias:
-            self.assign(new.bias, self.grow(bias[0], new.bias.shape, s_out))
+            self.assign(new.bias, self.grow(bias[0], new.bias.shape, 1.0 if s_out is None else s_out))
 
     def embedding(self, old, new):
         for o, n in zip(old.weights, new.weights, strict=True):
@@ -122,10 +116,10 @@ class _Widener:
     def attention(self, old, new, s_query, s_value, s_out):
         """MultiHeadAttention: query/key in form k^(-1/4), values in the hidden form."""
         qk = self.k ** -0.25
-        self.einsum_dense(old._query_dense, new._query_dense, s_query, qk, (0,))
-        self.einsum_dense(old._key_dense, new._key_dense, s_value, qk, (0,))
-        self.einsum_dense(old._value_dense, new._value_dense, s_value, self.hidden, (0,))
-        self.einsum_dense(old._output_dense, new._output_dense, self.hidden, s_out, (1,))
+        self.dense(old._query_dense, new._query_dense, s_query, qk, (0,))
+        self.dense(old._key_dense, new._key_dense, s_value, qk, (0,))
+        self.dense(old._value_dense, new._value_dense, s_value, self.hidden, (0,))
+        self.dense(old._output_dense, new._output_dense, self.hidden, s_out, (1,))
 
     def transformer_encoder(self, old, new, s):
         """keras-hub TransformerEncoder on a residual stream of form s (kept through the block)."""
@@ -156,8 +150,6 @@ def _config_widened(layer, k, s_in):
     elif name == "TransformerEncoder":
         config["intermediate_dim"] = layer.intermediate_dim * k
         config["layer_norm_epsilon"] = layer.layer_norm_epsilon * s_in**2
-    elif name == "LayerNormalization":
-        config["epsilon"] = layer.epsilon * s_in**2
     return type(layer).from_config(config)
 
 

@@ -112,7 +112,7 @@ def p_tuning_model(
             in each row is scored.
         masked_lm_head: optional pretrained masked-LM head layer.
         sequence_length: optional static input length; checked against the
-            backbone's position table when given.
+            backbone's position table when given (by the `PromptEncoder`).
         train_backbone: bool, whether the backbone trains too.
         seed: seed of the prompt encoder's dropout.
 
@@ -169,13 +169,6 @@ def p_tuning_model(
     )
     prefix = placeholder_ids is None
     extra = num_virtual_tokens if prefix else 0
-    if sequence_length is not None and max_len is not None and sequence_length + extra > max_len:
-        raise ValueError(
-            f"Sequence too long for the backbone: sequence_length={sequence_length} + "
-            f"{extra} virtual tokens > {max_len} positions in its table."
-        )
-
-    backbone.trainable = bool(train_backbone)
     prompt = PromptEncoder(
         num_virtual_tokens,
         hidden_dim,
@@ -240,6 +233,7 @@ def p_tuning_model(
         position = ops.argmax(is_mask, axis=1)[:, None] + extra
         vocab_logits = masked_lm_head(x, mask_positions=position)[:, 0, :]
         logits = ops.take(vocab_logits, ops.convert_to_tensor(list(label_token_ids)), axis=1)
+    backbone.trainable = bool(train_backbone)  # last: a refused model leaves the backbone as it was
     return PTuningModel(inputs, logits, name="p_tuning_model")
 
 
