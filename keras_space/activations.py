@@ -42,6 +42,7 @@ import numpy as np
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 KERNELS = ("gaussian", "logistic", "cauchy")
 # Kernels with a mean: the only ones that can smooth unbounded functions.
@@ -55,27 +56,14 @@ _FLOOR_TERMS = 20
 _FLOOR_MODES = 8
 
 
-def validate_kernel(kernel, allowed=KERNELS, fn_name=None):
-    if kernel not in KERNELS:
-        raise ValueError(
-            f"`kernel` must be one of {KERNELS}. Received: kernel={kernel!r}"
-        )
+def _validate_kernel(kernel, allowed=KERNELS, fn_name=None):
+    validation.choice("kernel", kernel, KERNELS)
     if kernel not in allowed:
         raise ValueError(
             f"`kernel`={kernel!r} cannot smooth {fn_name}: the Cauchy kernel has "
             "no mean, so its convolution with an unbounded function diverges. "
             f"Use one of {allowed}. Received: kernel={kernel!r}"
         )
-
-
-def validate_sigma(sigma, name="sigma"):
-    """Python numbers and numpy arrays are checked eagerly; tensors are not."""
-    if isinstance(sigma, (int, float, np.ndarray, np.generic, list, tuple)):
-        arr = np.asarray(sigma, dtype="float64")
-        if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError(
-                f"`{name}` must be positive and finite. Received: {name}={sigma!r}"
-            )
 
 
 def _prepare(x, *params):
@@ -88,7 +76,7 @@ def _prepare(x, *params):
     return (out_dtype, ops.cast(x, work)) + tuple(ops.cast(p, work) for p in params)
 
 
-def kernel_cdf(z, kernel):
+def _kernel_cdf(z, kernel):
     """CDF of the standard kernel at z."""
     if kernel == "gaussian":
         return 0.5 * (1.0 + ops.erf(z / _SQRT2))
@@ -97,7 +85,7 @@ def kernel_cdf(z, kernel):
     return 0.5 + ops.arctan(z) / math.pi
 
 
-def kernel_pdf(z, kernel):
+def _kernel_pdf(z, kernel):
     """Density of the standard kernel at z."""
     if kernel == "gaussian":
         return _INV_SQRT_2PI * ops.exp(-0.5 * ops.square(z))
@@ -107,7 +95,7 @@ def kernel_pdf(z, kernel):
     return 1.0 / (math.pi * (1.0 + ops.square(z)))
 
 
-def kernel_partial_mean(z, kernel):
+def _kernel_partial_mean(z, kernel):
     """G(z) with G' = z phi(z): the kernel's first moment from -inf to z, up to
     a constant (gaussian, logistic) or its principal value (cauchy)."""
     if kernel == "gaussian":
@@ -120,7 +108,7 @@ def kernel_partial_mean(z, kernel):
 def _relu_core(x, sigma, kernel):
     u = x / sigma
     if kernel == "gaussian":
-        return x * kernel_cdf(u, kernel) + sigma * kernel_pdf(u, kernel)
+        return x * _kernel_cdf(u, kernel) + sigma * _kernel_pdf(u, kernel)
     return sigma * ops.softplus(u)
 
 
@@ -138,10 +126,10 @@ def smooth_step(x, sigma=1.0, kernel="gaussian"):
     >>> from keras_space.activations import smooth_step
     >>> y = smooth_step([-1.0, 0.0, 1.0], sigma=0.5)
     """
-    validate_kernel(kernel)
-    validate_sigma(sigma)
+    _validate_kernel(kernel)
+    validation.positive_values("sigma", sigma)
     dtype, x, sigma = _prepare(x, sigma)
-    return ops.cast(kernel_cdf(x / sigma, kernel), dtype)
+    return ops.cast(_kernel_cdf(x / sigma, kernel), dtype)
 
 
 @keras_space_export("keras_space.activations.smooth_sign")
@@ -156,8 +144,8 @@ def smooth_sign(x, sigma=1.0, kernel="gaussian"):
     >>> from keras_space.activations import smooth_sign
     >>> y = smooth_sign([-1.0, 0.0, 1.0], sigma=0.1, kernel="logistic")
     """
-    validate_kernel(kernel)
-    validate_sigma(sigma)
+    _validate_kernel(kernel)
+    validation.positive_values("sigma", sigma)
     dtype, x, sigma = _prepare(x, sigma)
     u = x / sigma
     if kernel == "gaussian":
@@ -182,8 +170,8 @@ def smooth_relu(x, sigma=1.0, kernel="gaussian"):
     >>> from keras_space.activations import smooth_relu
     >>> y = smooth_relu([-1.0, 0.0, 1.0], sigma=0.1)
     """
-    validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="relu")
-    validate_sigma(sigma)
+    _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="relu")
+    validation.positive_values("sigma", sigma)
     dtype, x, sigma = _prepare(x, sigma)
     return ops.cast(_relu_core(x, sigma, kernel), dtype)
 
@@ -198,8 +186,8 @@ def smooth_leaky_relu(x, alpha=0.01, sigma=1.0, kernel="gaussian"):
     >>> from keras_space.activations import smooth_leaky_relu
     >>> y = smooth_leaky_relu([-1.0, 0.0, 1.0], alpha=0.1, sigma=0.1)
     """
-    validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="leaky_relu")
-    validate_sigma(sigma)
+    _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="leaky_relu")
+    validation.positive_values("sigma", sigma)
     dtype, x, sigma, alpha = _prepare(x, sigma, alpha)
     y = alpha * x + (1.0 - alpha) * _relu_core(x, sigma, kernel)
     return ops.cast(y, dtype)
@@ -214,8 +202,8 @@ def smooth_abs(x, sigma=1.0, kernel="gaussian"):
     >>> from keras_space.activations import smooth_abs
     >>> y = smooth_abs([-1.0, 0.0, 1.0], sigma=0.1)
     """
-    validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="abs")
-    validate_sigma(sigma)
+    _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="abs")
+    validation.positive_values("sigma", sigma)
     dtype, x, sigma = _prepare(x, sigma)
     return ops.cast(2.0 * _relu_core(x, sigma, kernel) - x, dtype)
 
@@ -231,8 +219,8 @@ def smooth_max(a, b, sigma=1.0, kernel="gaussian"):
     >>> from keras_space.activations import smooth_max
     >>> y = smooth_max([0.0, 2.0], [1.0, 1.0], sigma=0.1)
     """
-    validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="max")
-    validate_sigma(sigma)
+    _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="max")
+    validation.positive_values("sigma", sigma)
     dtype, a, b, sigma = _prepare(a, b, sigma)
     return ops.cast(b + _relu_core(a - b, sigma, kernel), dtype)
 
@@ -260,8 +248,8 @@ def smooth_floor(x, sigma=0.1, kernel="gaussian"):
     >>> from keras_space.activations import smooth_floor
     >>> y = smooth_floor([0.5, 1.0, 1.5], sigma=0.1)
     """
-    validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="floor")
-    validate_sigma(sigma)
+    _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="floor")
+    validation.positive_values("sigma", sigma)
     dtype, x, sigma = _prepare(x, sigma)
     m = ops.floor(x)
     u = x - m  # in [0, 1): keeps sin() and the steps precise for large |x|
@@ -269,9 +257,9 @@ def smooth_floor(x, sigma=0.1, kernel="gaussian"):
     s_small = ops.minimum(sigma, _FLOOR_SWITCH)
     direct = m
     for j in range(1, _FLOOR_TERMS + 1):
-        direct = direct + kernel_cdf((u - j) / s_small, kernel)
+        direct = direct + _kernel_cdf((u - j) / s_small, kernel)
     for i in range(_FLOOR_TERMS):
-        direct = direct - kernel_cdf((-u - i) / s_small, kernel)
+        direct = direct - _kernel_cdf((-u - i) / s_small, kernel)
     # Fourier series (sigma >= 1/2).
     s_large = ops.maximum(sigma, _FLOOR_SWITCH)
     fourier = m + u - 0.5
@@ -297,7 +285,7 @@ CLOSED_FORMS = {
 _WINDOW = {"gaussian": 8.5, "logistic": 36.0}
 
 
-def validate_fn(fn):
+def _validate_fn(fn):
     """fn must be a callable that keras.ops can trace symbolically."""
     if not callable(fn):
         raise ValueError(
@@ -352,10 +340,10 @@ def _lattice_rule(fn, x, sigma, kernel, num_cells):
     f_mid = 0.5 * (f_lo + f_hi)
     slope = (f_hi - f_lo) / (2.0 * g)
     zl, zr = left / sigma, right / sigma
-    mass = kernel_cdf(zr, kernel) - kernel_cdf(zl, kernel)
+    mass = _kernel_cdf(zr, kernel) - _kernel_cdf(zl, kernel)
     # integral over the cell of (y - centre) phi_sigma(y) dy
     moment = sigma * (
-        kernel_partial_mean(zr, kernel) - kernel_partial_mean(zl, kernel)
+        _kernel_partial_mean(zr, kernel) - _kernel_partial_mean(zl, kernel)
     ) - centre * mass
     return ops.sum(f_mid * mass + slope * moment, axis=-1)
 
@@ -416,19 +404,13 @@ def mollify(fn, x, sigma=1.0, kernel="gaussian", num_points=256, rule="auto"):
     >>> from keras_space.activations import mollify
     >>> y = mollify(keras.ops.floor, [0.3, 1.0, 2.7], sigma=0.2)
     """
-    validate_kernel(kernel)
-    validate_sigma(sigma)
-    validate_fn(fn)
-    if not isinstance(num_points, (int, np.integer)) or num_points < 2:
-        raise ValueError(
-            f"`num_points` must be an integer >= 2. Received: num_points={num_points!r}"
-        )
+    _validate_kernel(kernel)
+    validation.positive_values("sigma", sigma)
+    _validate_fn(fn)
+    num_points = validation.positive_int("num_points", num_points, minimum=2)
+    validation.choice("rule", rule, ("auto", "lattice", "gauss"))
     if rule == "auto":
         rule = "gauss" if kernel == "cauchy" else "lattice"
-    if rule not in ("lattice", "gauss"):
-        raise ValueError(
-            f"`rule` must be 'auto', 'lattice' or 'gauss'. Received: rule={rule!r}"
-        )
     if rule == "lattice" and kernel == "cauchy":
         raise ValueError(
             "The 'lattice' rule needs a kernel with light tails; use rule='gauss' "

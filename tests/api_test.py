@@ -1,11 +1,13 @@
-"""Every public path recorded by `keras_space_export` imports, and is registered."""
+"""The public surface: every recorded path imports, and every exposed name is recorded."""
 
 import importlib
+import inspect
+import pkgutil
 
 import keras
 
 import keras_space
-from keras_space.api_export import PUBLIC_API, is_serializable
+from keras_space.api_export import PUBLIC_API, REGISTERED
 
 
 def test_version():
@@ -18,6 +20,39 @@ def test_public_paths_import_and_serialize():
         module_name, name = path.rsplit(".", 1)
         module = importlib.import_module(module_name)
         assert getattr(module, name) is obj, path
-        if is_serializable(obj):
+        if REGISTERED[path]:
             registered = keras.saving.get_registered_name(obj)
             assert registered == f"keras_space>{name}", (path, registered)
+
+
+def _public_packages():
+    yield keras_space
+    for info in pkgutil.iter_modules(keras_space.__path__, "keras_space."):
+        if info.ispkg and not info.name.rsplit(".", 1)[1].startswith("_"):
+            yield importlib.import_module(info.name)
+
+
+def test_every_name_a_public_init_exposes_is_exported():
+    exported = {id(obj) for obj in PUBLIC_API.values()}
+    for package in _public_packages():
+        for name, obj in vars(package).items():
+            if name.startswith("_") or inspect.ismodule(obj):
+                continue
+            assert id(obj) in exported, f"{package.__name__}.{name} is exposed but not exported"
+
+
+def test_public_looking_helpers_are_exported_or_private():
+    """In a public module, a function or class without a leading `_` is exported."""
+    exported = {id(obj) for obj in PUBLIC_API.values()}
+    allowed = {"keras_space.api_export.keras_space_export"}  # the export mechanism itself
+    for info in pkgutil.walk_packages(keras_space.__path__, "keras_space."):
+        if any(part.startswith("_") for part in info.name.split(".")):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                continue
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue
+            path = f"{module.__name__}.{name}"
+            assert id(obj) in exported or path in allowed, f"{path} looks public: export it or prefix it with _"

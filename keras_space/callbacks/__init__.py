@@ -1,3 +1,6 @@
-"""keras_space.callbacks: training callbacks (see DESIGN.md)."""
+"""keras_space.callbacks: training callbacks (README: "BERT-whitening ... STS evaluation")."""
 
-from keras_space.callbacks.similarity_evaluator import SimilarityEvaluator
+from keras_space.callbacks.similarity_evaluator import (
+    SimilarityEvaluator,
+    similarity_correlations,
+)

@@ -4,9 +4,10 @@ import keras
 import numpy as np
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 
-def cosine_similarity_rows(a, b):
+def _cosine_similarity_rows(a, b):
     """Row-wise cosine of two (n, d) arrays, float64, zero rows give 0."""
     a = np.asarray(a, dtype="float64")
     b = np.asarray(b, dtype="float64")
@@ -15,7 +16,7 @@ def cosine_similarity_rows(a, b):
     return np.sum(a * b, axis=1) / np.maximum(na * nb, 1e-300)
 
 
-def average_ranks(x):
+def _average_ranks(x):
     """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata)."""
     x = np.asarray(x, dtype="float64")
     order = np.argsort(x, kind="mergesort")
@@ -27,20 +28,43 @@ def average_ranks(x):
     return ranks
 
 
-def pearson(a, b):
+def _pearson(a, b):
     a = np.asarray(a, dtype="float64") - np.mean(a)
     b = np.asarray(b, dtype="float64") - np.mean(b)
     return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
 
 
-def spearman(a, b):
-    return pearson(average_ranks(a), average_ranks(b))
+def _spearman(a, b):
+    return _pearson(_average_ranks(a), _average_ranks(b))
 
 
+@keras_space_export("keras_space.callbacks.similarity_correlations", serializable=False)
 def similarity_correlations(emb1, emb2, scores):
-    """(spearman, pearson) between the gold scores and row-wise cosine."""
-    cos = cosine_similarity_rows(emb1, emb2)
-    return spearman(cos, scores), pearson(cos, scores)
+    """Spearman and Pearson correlation of row-wise cosine similarity with gold scores.
+
+    The statistic `SimilarityEvaluator` logs, for embeddings you already have
+    (computed in float64; ties get average ranks, as `scipy.stats.spearmanr`).
+
+    Args:
+        emb1: (n, dim) array, the first sentence of each pair.
+        emb2: (n, dim) array, the second sentence of each pair.
+        scores: (n,) gold similarity scores.
+
+    Returns:
+        A `(spearman, pearson)` tuple of floats.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_space.callbacks import similarity_correlations
+
+    a, b = np.random.rand(10, 8), np.random.rand(10, 8)
+    spearman, pearson = similarity_correlations(a, b, np.arange(10.0))
+    ```
+    """
+    cos = _cosine_similarity_rows(emb1, emb2)
+    return _spearman(cos, scores), _pearson(cos, scores)
 
 
 @keras_space_export("keras_space.callbacks.SimilarityEvaluator")
@@ -107,7 +131,7 @@ class SimilarityEvaluator(keras.callbacks.Callback):
         self.encoder = encoder
         self.encode = encode
         self.name = name
-        self.verbose = verbose
+        self.verbose = validation.non_negative_int("verbose", verbose)
         self.history = []
 
     def _embed(self, inputs):

@@ -1,2 +1,2 @@
-"""keras_space.datasets: public datasets (see DESIGN.md)."""
+"""keras_space.datasets: readers of public sentence-pair data (README: "BERT-whitening ... STS evaluation")."""
 from keras_space.datasets.sts import load_sts

@@ -32,6 +32,8 @@ import keras
 import numpy as np
 
 from keras_space.api_export import keras_space_export
+from keras_space.models import _backbones
+from keras_space.utils import validation
 
 _HOMOGENEOUS = {"linear", "relu", None}
 
@@ -50,12 +52,8 @@ def _is_homogeneous(activation):
 
 class _Widener:
     def __init__(self, factor, noise, seed):
-        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 2:
-            raise ValueError(f"`factor` must be an integer >= 2. Received: factor={factor!r}")
-        if not (isinstance(noise, (int, float)) and noise >= 0):
-            raise ValueError(f"`noise` must be a float >= 0. Received: noise={noise!r}")
-        self.k = int(factor)
-        self.noise = float(noise)
+        self.k = validation.positive_int("factor", factor, minimum=2)
+        self.noise = validation.non_negative_float("noise", noise)
         self.rng = np.random.default_rng(seed)
         self.hidden = 1.0 / math.sqrt(self.k)
 
@@ -116,10 +114,10 @@ class _Widener:
     def attention(self, old, new, s_query, s_value, s_out):
         """MultiHeadAttention: query/key in form k^(-1/4), values in the hidden form."""
         qk = self.k ** -0.25
-        self.dense(old._query_dense, new._query_dense, s_query, qk, (0,))
-        self.dense(old._key_dense, new._key_dense, s_value, qk, (0,))
-        self.dense(old._value_dense, new._value_dense, s_value, self.hidden, (0,))
-        self.dense(old._output_dense, new._output_dense, self.hidden, s_out, (1,))
+        self.dense(old.query_dense, new.query_dense, s_query, qk, (0,))
+        self.dense(old.key_dense, new.key_dense, s_value, qk, (0,))
+        self.dense(old.value_dense, new.value_dense, s_value, self.hidden, (0,))
+        self.dense(old.output_dense, new.output_dense, self.hidden, s_out, (1,))
 
     def transformer_encoder(self, old, new, s):
         """keras-hub TransformerEncoder on a residual stream of form s (kept through the block)."""
@@ -131,133 +129,205 @@ class _Widener:
         self.dense(old._feedforward_output_dense, new._feedforward_output_dense, mid, s)
 
 
-def _config_widened(layer, k, s_in):
-    """The config of the widened layer (and the class to build it with)."""
+# ----------------------------------------------------------------- rule table
+#
+# One function per layer kind, looked up with `isinstance` (first match wins).
+# A rule gets the widener and a `_Site` (the original layer, the forms of its
+# inputs, and `call(new_layer)`, which calls a layer on the widened inputs) and
+# returns (output, form of the output). Supporting a new layer kind is one
+# entry here and one test.
+
+
+class _Site:
+    """One call of an original layer during cloning, on widened inputs."""
+
+    def __init__(self, layer, forms, call, keeps_output_width):
+        self.layer = layer
+        self.forms = forms  # the widened form of each tensor input (None: unwidened)
+        self.s_in = forms[0] if forms else None
+        self.call = call
+        self.keeps_output_width = keeps_output_width
+
+
+def _clone(layer, **changes):
+    """A fresh layer of the same class from `layer`'s config with `changes`."""
     config = layer.get_config()
-    name = type(layer).__name__
-    if name in ("Embedding", "ReversibleEmbedding"):
-        config["output_dim"] = layer.output_dim * k
-    elif name == "Dense":
-        config["units"] = layer.units * k
-    elif name == "MultiHeadAttention":
-        if layer._output_shape is not None:
-            raise ValueError(
-                f"MultiHeadAttention '{layer.name}' has output_shape={layer._output_shape}; "
-                "widen() supports output_shape=None only."
-            )
-        config["key_dim"] = layer._key_dim * k
-        config["value_dim"] = (layer._value_dim or layer._key_dim) * k
-    elif name == "TransformerEncoder":
-        config["intermediate_dim"] = layer.intermediate_dim * k
-        config["layer_norm_epsilon"] = layer.layer_norm_epsilon * s_in**2
+    config.update(changes)
     return type(layer).from_config(config)
 
 
-SUPPORTED = (
-    "InputLayer", "Embedding", "ReversibleEmbedding", "PositionEmbedding", "Dense",
-    "LayerNormalization", "MultiHeadAttention", "TransformerEncoder", "Dropout", "Add",
-)
+def _widen_weightless(w, site):
+    """Dropout, Add: a fresh copy; the form passes through (Add needs one form)."""
+    if len(set(site.forms)) != 1:
+        raise ValueError(
+            f"{type(site.layer).__name__} '{site.layer.name}' combines tensors of different "
+            f"widened forms {set(site.forms)}; this model cannot be widened "
+            "function-preservingly."
+        )
+    return site.call(_clone(site.layer)), site.s_in
+
+
+def _widen_dense(w, site):
+    layer = site.layer
+    if site.keeps_output_width:
+        new, s_out = _clone(layer), None
+    else:  # relu(c z) = c relu(z): homogeneous activations keep the hidden form
+        new = _clone(layer, units=layer.units * w.k)
+        s_out = w.hidden if _is_homogeneous(layer.activation) else 1.0
+    out = site.call(new)
+    w.dense(layer, new, site.s_in, s_out)
+    return out, s_out
+
+
+def _widen_embedding(w, site):
+    new = _clone(site.layer, output_dim=site.layer.output_dim * w.k)
+    out = site.call(new)
+    return out, w.embedding(site.layer, new)
+
+
+def _widen_position_embedding(w, site):
+    """keras-hub PositionEmbedding: its width follows its (widened) input."""
+    new = _clone(site.layer)
+    out = site.call(new)
+    return out, w.embedding(site.layer, new)
+
+
+def _widen_layer_norm(w, site):
+    new = _clone(site.layer)
+    out = site.call(new)
+    w.layer_norm(site.layer, new, site.s_in, w.hidden)
+    return out, w.hidden
+
+
+def _widen_attention(w, site):
+    layer = site.layer
+    config = layer.get_config()
+    if config.get("output_shape") is not None:
+        raise ValueError(
+            f"MultiHeadAttention '{layer.name}' has output_shape={config['output_shape']}; "
+            "widen() supports output_shape=None only."
+        )
+    new = _clone(layer, key_dim=layer.key_dim * w.k, value_dim=(layer.value_dim or layer.key_dim) * w.k)
+    out = site.call(new)
+    s_value = site.forms[1] if len(site.forms) > 1 else site.s_in
+    w.attention(layer, new, site.s_in, s_value, w.hidden)
+    return out, w.hidden
+
+
+def _widen_transformer_encoder(w, site):
+    layer, s = site.layer, site.s_in
+    if s is None:
+        raise ValueError(f"TransformerEncoder '{layer.name}' needs a widened input.")
+    new = _clone(
+        layer,
+        intermediate_dim=layer.intermediate_dim * w.k,
+        layer_norm_epsilon=layer.layer_norm_epsilon * s**2,
+    )
+    out = site.call(new)
+    w.transformer_encoder(layer, new, s)
+    return out, s
+
+
+def _rules():
+    """(layer classes, rule) pairs, most specific first."""
+    import keras_hub
+
+    return (
+        ((keras.layers.Dropout, keras.layers.Add), _widen_weightless),
+        ((keras.layers.Dense,), _widen_dense),
+        ((keras.layers.Embedding,), _widen_embedding),  # ReversibleEmbedding included
+        ((keras_hub.layers.PositionEmbedding,), _widen_position_embedding),
+        ((keras.layers.LayerNormalization,), _widen_layer_norm),
+        ((keras.layers.MultiHeadAttention,), _widen_attention),
+        ((keras_hub.layers.TransformerEncoder,), _widen_transformer_encoder),
+    )
+
+
+def _supported_names(rules):
+    names = [cls.__name__ for classes, _ in rules for cls in classes]
+    return ", ".join(names + ["keras-hub BertBackbone"])
+
+
+def _consumers(model, tensor):
+    """The operations of `model` that read `tensor`."""
+    readers = []
+    for op in model.operations:
+        if isinstance(op, keras.layers.InputLayer):
+            continue
+        try:
+            inputs = keras.tree.flatten(op.input)
+        except (AttributeError, ValueError):  # an op called more than once: not a plain reader
+            readers.append(op)
+            continue
+        if any(t is tensor for t in inputs):
+            readers.append(op)
+    return readers
+
+
+def _produces(layer, output_ids):
+    """Whether `layer`'s (single) output is one of the model outputs."""
+    try:
+        return id(layer.output) in output_ids
+    except (AttributeError, ValueError):  # called more than once: not a model's output layer
+        return False
 
 
 def _widen_functional(model, w, keep_output_width):
-    k = w.k
     if model.__class__.__name__ != "Functional":  # Sequential or a functional subclass
         ins, outs = model.inputs, model.outputs
         model = keras.Model(ins[0] if len(ins) == 1 else ins, outs[0] if len(outs) == 1 else outs)
+    rules = _rules()
     forms = {}
     output_ids = {id(t) for t in model.outputs}
 
-    def uses(tensor):
-        consumers = []
-        for op in model.operations:
-            for node in op._inbound_nodes:
-                if any(t is tensor for t in node.input_tensors):
-                    consumers.append(op)
-        return consumers
-
     new_inputs = []
     for t in model.inputs:
+        # Float inputs read only by Dense layers are features; other float inputs are hidden states.
         widen_it = "float" in str(t.dtype) and not all(
-            type(c).__name__ == "Dense" for c in uses(t)
+            isinstance(c, keras.layers.Dense) for c in _consumers(model, t)
         )
-        shape = t.shape[1:-1] + (t.shape[-1] * k,) if widen_it else t.shape[1:]
+        shape = t.shape[1:-1] + (t.shape[-1] * w.k,) if widen_it else t.shape[1:]
         new = keras.Input(shape, dtype=t.dtype, name=t.name)
         forms[id(new)] = w.hidden if widen_it else None
         new_inputs.append(new)
 
     def call(layer, *args, **kwargs):
-        name = type(layer).__name__
-        if name not in SUPPORTED:
+        rule = next((fn for classes, fn in rules if isinstance(layer, classes)), None)
+        if rule is None:
             raise ValueError(
-                f"widen() does not support layer '{layer.name}' of type {name}. "
-                f"Supported: {', '.join(SUPPORTED)}, keras-hub BertBackbone."
+                f"widen() does not support layer '{layer.name}' of type {type(layer).__name__}. "
+                f"Supported: {_supported_names(rules)}."
             )
-        flat_in = [a for a in keras.tree.flatten(args) if isinstance(a, keras.KerasTensor)]
-        s_in = forms.get(id(flat_in[0])) if flat_in else None
-        if name in ("Dropout", "Add"):  # no weights: a fresh copy, the form passes through
-            in_forms = {forms.get(id(a)) for a in flat_in}
-            if len(in_forms) != 1:
-                raise ValueError(
-                    f"Add '{layer.name}' sums tensors of different widened forms {in_forms}; "
-                    "this model cannot be widened function-preservingly."
-                )
-            out = type(layer).from_config(layer.get_config())(*args, **kwargs)
-            forms[id(out)] = s_in
-            return out
-        new = _config_widened(layer, k, s_in if s_in is not None else 1.0)
-        if name == "Dense":
-            keep = keep_output_width and id(_original_output(layer)) in output_ids
-            if keep:
-                config = layer.get_config()
-                new = type(layer).from_config(config)
-            out = new(*args, **kwargs)
-            if keep:
-                s_out = None
-            else:  # relu(c z) = c relu(z): homogeneous activations keep the hidden form
-                s_out = w.hidden if _is_homogeneous(layer.activation) else 1.0
-            w.dense(layer, new, s_in, s_out)
-        elif name in ("Embedding", "ReversibleEmbedding", "PositionEmbedding"):
-            out = new(*args, **kwargs)
-            s_out = w.embedding(layer, new)
-        elif name == "LayerNormalization":
-            out = new(*args, **kwargs)
-            s_out = w.hidden
-            w.layer_norm(layer, new, s_in, s_out)
-        elif name == "MultiHeadAttention":
-            out = new(*args, **kwargs)
-            s_value = forms.get(id(flat_in[1])) if len(flat_in) > 1 else s_in
-            s_out = w.hidden
-            w.attention(layer, new, s_in, s_value, s_out)
-        elif name == "TransformerEncoder":
-            if s_in is None:
-                raise ValueError(f"TransformerEncoder '{layer.name}' needs a widened input.")
-            out = new(*args, **kwargs)
-            s_out = s_in
-            w.transformer_encoder(layer, new, s_in)
+        tensors = [a for a in keras.tree.flatten(args) if isinstance(a, keras.KerasTensor)]
+        site = _Site(
+            layer,
+            [forms.get(id(t)) for t in tensors],
+            lambda new: new(*args, **kwargs),
+            keep_output_width and _produces(layer, output_ids),
+        )
+        out, s_out = rule(w, site)
         forms[id(out)] = s_out
         return out
 
-    def _original_output(layer):
-        return layer._inbound_nodes[0].output_tensors[0]
-
     new_inputs = keras.tree.pack_sequence_as(model.input, new_inputs)
-    widened = keras.models.clone_model(
+    return keras.models.clone_model(
         model, input_tensors=new_inputs, clone_function=lambda layer: layer, call_function=call
     )
-    return widened
 
 
 def _widen_bert(backbone, w):
-    k = w.k
-    config = backbone.get_config()
-    config.update(hidden_dim=backbone.hidden_dim * k, intermediate_dim=backbone.intermediate_dim * k)
-    new = type(backbone).from_config(config)
-    for name in ("token_embedding", "position_embedding", "segment_embedding"):
-        w.embedding(getattr(backbone, name), getattr(new, name))
-    w.layer_norm(backbone.embeddings_layer_norm, new.embeddings_layer_norm, w.hidden, w.hidden)
-    for old_layer, new_layer in zip(backbone.transformer_layers, new.transformer_layers, strict=True):
+    """A keras-hub BertBackbone, through the backbone adapter."""
+    new = _backbones.rebuilt_wider(backbone, w.k)
+    for old_table, new_table in zip(
+        _backbones.embedding_parts(backbone), _backbones.embedding_parts(new), strict=True
+    ):
+        w.embedding(old_table, new_table)
+    w.layer_norm(_backbones.embeddings_norm(backbone), _backbones.embeddings_norm(new), w.hidden, w.hidden)
+    for old_layer, new_layer in zip(
+        _backbones.transformer_layers(backbone), _backbones.transformer_layers(new), strict=True
+    ):
         w.transformer_encoder(old_layer, new_layer, w.hidden)
-    w.dense(backbone.pooled_dense, new.pooled_dense, w.hidden, 1.0)  # tanh: repeated, unscaled
+    w.dense(_backbones.pooler(backbone), _backbones.pooler(new), w.hidden, 1.0)  # tanh: repeated, unscaled
     return new
 
 
@@ -313,9 +383,8 @@ def widen(model, factor, noise=0.0, keep_output_width=False, seed=None):
           https://arxiv.org/abs/1511.05641
     """
     w = _Widener(factor, noise, seed)
-    if type(model).__name__ == "BertBackbone" or (
-        hasattr(model, "transformer_layers") and hasattr(model, "pooled_dense")
-    ):
+    keep_output_width = validation.strict_bool("keep_output_width", keep_output_width)
+    if _backbones.is_bert_backbone(model):
         return _widen_bert(model, w)
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError(

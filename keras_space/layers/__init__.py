@@ -1,4 +1,4 @@
-"""keras_space.layers: the public layers (see DESIGN.md)."""
+"""keras_space.layers: the public layers (README: one section per component under "Components")."""
 
 from keras_space.layers.external_attention import ExternalAttention
 from keras_space.layers.fnet_block import FNetBlock

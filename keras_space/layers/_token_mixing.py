@@ -14,6 +14,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_space.utils import validation
+from keras_space.utils.masking import resolve_padding_mask
+
 NEG_INF = -1e9
 
 
@@ -24,25 +27,14 @@ class TokenMixer(keras.layers.Layer):
 
     def __init__(self, causal=False, dropout=0.0, layer_norm_epsilon=1e-6, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(causal, bool):
-            raise ValueError(f"`causal` must be a bool. Received: causal={causal!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
-        self.causal = causal
-        self.dropout = float(dropout)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self.seed = seed
+        self.causal = validation.strict_bool("causal", causal)
+        self.dropout = validation.probability("dropout", dropout)
+        self.layer_norm_epsilon = validation.positive_float("layer_norm_epsilon", layer_norm_epsilon)
+        self.seed = validation.non_negative_int("seed", seed, allow_none=True)
         self.supports_masking = True
         self.sequence_length = None
 
-    @staticmethod
-    def check_positive(name, value, allow_none=False):
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-
-    def build_sequence_length(self, inputs_shape):
+    def _build_sequence_length(self, inputs_shape):
         if len(inputs_shape) != 3:
             raise ValueError(
                 f"{type(self).__name__} expects (batch, sequence, channels) inputs. "
@@ -57,7 +49,7 @@ class TokenMixer(keras.layers.Layer):
                 )
             self.sequence_length = int(inputs_shape[1])
 
-    def check_sequence_length(self, length):
+    def _check_sequence_length(self, length):
         if self.fixed_length and isinstance(length, (int, np.integer)) and length != self.sequence_length:
             raise ValueError(
                 f"{type(self).__name__} '{self.name}' was built for sequence length "
@@ -65,26 +57,25 @@ class TokenMixer(keras.layers.Layer):
                 "pad or crop to the built length (with a padding mask), or build a new layer."
             )
 
-    def make_norm(self, name):
+    def _make_norm(self, name):
         return keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
         )
 
-    def make_dense(self, units, name, activation=None, **kwargs):
+    def _make_dense(self, units, name, activation=None, **kwargs):
         return keras.layers.Dense(
             units, activation=activation, dtype=self.dtype_policy, name=name, **kwargs
         )
 
-    def make_dropout(self, name):
+    def _make_dropout(self, name):
         return keras.layers.Dropout(self.dropout, seed=self.seed, dtype=self.dtype_policy, name=name)
 
     @staticmethod
-    def padding(mask, padding_mask):
-        """(batch, seq) bool mask or None: the call argument wins over the Keras mask."""
-        m = padding_mask if padding_mask is not None else mask
-        return None if m is None else ops.cast(m, "bool")
+    def _padding(mask, padding_mask):
+        """(batch, seq) bool mask or None (`keras_space.utils.masking`'s rule)."""
+        return resolve_padding_mask(mask, padding_mask)
 
-    def zero_padding(self, x, m):
+    def _zero_padding(self, x, m):
         """Zero the padded positions so they cannot leak into other positions."""
         if m is None:
             return x

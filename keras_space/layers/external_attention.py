@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import NEG_INF, TokenMixer
+from keras_space.utils import validation
 
 
 @keras_space_export("keras_space.layers.ExternalAttention")
@@ -54,26 +55,25 @@ class ExternalAttention(TokenMixer):
                  seed=None, **kwargs):
         super().__init__(causal=causal, dropout=dropout, layer_norm_epsilon=layer_norm_epsilon,
                          seed=seed, **kwargs)
-        self.check_positive("memory_units", memory_units)
-        self.memory_units = memory_units
+        self.memory_units = validation.positive_int("memory_units", memory_units)
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self.build_sequence_length(inputs_shape)
+        self._build_sequence_length(inputs_shape)
         c = inputs_shape[-1]
         memory_shape = tuple(inputs_shape[:-1]) + (self.memory_units,)
-        self.norm = self.make_norm("norm")
+        self.norm = self._make_norm("norm")
         self.norm.build(inputs_shape)
-        self.query = self.make_dense(c, "query")
+        self.query = self._make_dense(c, "query")
         self.query.build(inputs_shape)
-        self.memory_key = self.make_dense(self.memory_units, "memory_key", use_bias=False)
+        self.memory_key = self._make_dense(self.memory_units, "memory_key", use_bias=False)
         self.memory_key.build(inputs_shape)
-        self.memory_value = self.make_dense(c, "memory_value", use_bias=False)
+        self.memory_value = self._make_dense(c, "memory_value", use_bias=False)
         self.memory_value.build(memory_shape)
-        self.proj_out = self.make_dense(c, "proj_out")
+        self.proj_out = self._make_dense(c, "proj_out")
         self.proj_out.build(inputs_shape)
-        self.drop = self.make_dropout("dropout")
+        self.drop = self._make_dropout("dropout")
 
-    def attention(self, x, m):
+    def _attention(self, x, m):
         """The doubly normalised (batch, n, memory_units) attention, float32."""
         logits = ops.cast(self.memory_key(self.query(self.norm(x))), "float32")
         if m is not None:
@@ -89,8 +89,8 @@ class ExternalAttention(TokenMixer):
         return attn / (ops.sum(attn, axis=-1, keepdims=True) + 1e-9)
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        m = self.padding(mask, padding_mask)
-        attn = ops.cast(self.attention(inputs, m), self.compute_dtype)
+        m = self._padding(mask, padding_mask)
+        attn = ops.cast(self._attention(inputs, m), self.compute_dtype)
         out = self.proj_out(self.memory_value(attn))
         return inputs + self.drop(out, training=training)
 

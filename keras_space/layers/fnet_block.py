@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import TokenMixer
+from keras_space.utils import validation
 
 
 @keras_space_export("keras_space.layers.FNetBlock")
@@ -58,25 +59,24 @@ class FNetBlock(TokenMixer):
                 f"with every other. Received: causal={kwargs['causal']!r}"
             )
         super().__init__(dropout=dropout, layer_norm_epsilon=layer_norm_epsilon, seed=seed, **kwargs)
-        self.check_positive("ffn_dim", ffn_dim)
-        self.ffn_dim = ffn_dim
+        self.ffn_dim = validation.positive_int("ffn_dim", ffn_dim)
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self.build_sequence_length(inputs_shape)
+        self._build_sequence_length(inputs_shape)
         c = inputs_shape[-1]
-        self.norm1 = self.make_norm("norm1")
+        self.norm1 = self._make_norm("norm1")
         self.norm1.build(inputs_shape)
-        self.ffn_in = self.make_dense(self.ffn_dim, "ffn_in", activation="gelu")
+        self.ffn_in = self._make_dense(self.ffn_dim, "ffn_in", activation="gelu")
         self.ffn_in.build(inputs_shape)
-        self.ffn_out = self.make_dense(c, "ffn_out")
+        self.ffn_out = self._make_dense(c, "ffn_out")
         self.ffn_out.build(tuple(inputs_shape[:-1]) + (self.ffn_dim,))
-        self.norm2 = self.make_norm("norm2")
+        self.norm2 = self._make_norm("norm2")
         self.norm2.build(inputs_shape)
-        self.drop = self.make_dropout("dropout")
+        self.drop = self._make_dropout("dropout")
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        m = self.padding(mask, padding_mask)
-        x32 = ops.cast(self.zero_padding(inputs, m), "float32")
+        m = self._padding(mask, padding_mask)
+        x32 = ops.cast(self._zero_padding(inputs, m), "float32")
         real, _ = ops.fft2((x32, ops.zeros_like(x32)))  # over the last two axes: sequence, channels
         y = self.norm1(inputs + ops.cast(real, inputs.dtype))
         h = self.ffn_out(self.ffn_in(y))

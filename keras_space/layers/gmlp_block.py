@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import TokenLinear, TokenMixer, key_mask
+from keras_space.utils import validation
 
 
 @keras_space_export("keras_space.layers.GMLPBlock")
@@ -57,23 +58,27 @@ class GMLPBlock(TokenMixer):
                  dropout=0.0, layer_norm_epsilon=1e-6, seed=None, **kwargs):
         super().__init__(causal=causal, dropout=dropout, layer_norm_epsilon=layer_norm_epsilon,
                          seed=seed, **kwargs)
-        self.check_positive("ffn_dim", ffn_dim)
-        if ffn_dim % 2:
-            raise ValueError(f"`ffn_dim` must be even (it is split in two). Received: ffn_dim={ffn_dim}")
-        self.check_positive("tiny_attention_dim", tiny_attention_dim, allow_none=True)
-        self.ffn_dim = ffn_dim
-        self.tiny_attention_dim = tiny_attention_dim
-        self.spatial_init_scale = float(spatial_init_scale)
+        self.ffn_dim = validation.positive_int("ffn_dim", ffn_dim)
+        if self.ffn_dim % 2:
+            raise ValueError(
+                f"`ffn_dim` must be even (it is split in two). Received: ffn_dim={ffn_dim}"
+            )
+        self.tiny_attention_dim = validation.positive_int(
+            "tiny_attention_dim", tiny_attention_dim, allow_none=True
+        )
+        self.spatial_init_scale = validation.non_negative_float(
+            "spatial_init_scale", spatial_init_scale
+        )
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self.build_sequence_length(inputs_shape)
+        self._build_sequence_length(inputs_shape)
         n, c = self.sequence_length, inputs_shape[-1]
         half = self.ffn_dim // 2
-        self.norm = self.make_norm("norm")
+        self.norm = self._make_norm("norm")
         self.norm.build(inputs_shape)
-        self.proj_in = self.make_dense(self.ffn_dim, "proj_in", activation="gelu")
+        self.proj_in = self._make_dense(self.ffn_dim, "proj_in", activation="gelu")
         self.proj_in.build(inputs_shape)
-        self.gate_norm = self.make_norm("gate_norm")
+        self.gate_norm = self._make_norm("gate_norm")
         self.gate_norm.build((None, n, half))
         eps = self.spatial_init_scale / n
         self.spatial = TokenLinear(
@@ -89,16 +94,16 @@ class GMLPBlock(TokenMixer):
                 dtype=self.dtype_policy, name="tiny_attention",
             )
             self.attention.build(inputs_shape, inputs_shape)
-        self.proj_out = self.make_dense(c, "proj_out")
+        self.proj_out = self._make_dense(c, "proj_out")
         self.proj_out.build((None, n, half))
-        self.drop = self.make_dropout("dropout")
+        self.drop = self._make_dropout("dropout")
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self.check_sequence_length(ops.shape(inputs)[1])
-        m = self.padding(mask, padding_mask)
+        self._check_sequence_length(ops.shape(inputs)[1])
+        m = self._padding(mask, padding_mask)
         x = self.norm(inputs)
         z1, z2 = ops.split(self.proj_in(x), 2, axis=-1)
-        gate = self.spatial(self.zero_padding(self.gate_norm(z2), m))
+        gate = self.spatial(self._zero_padding(self.gate_norm(z2), m))
         if self.attention is not None:
             allowed = key_mask(m, self.causal, self.sequence_length, self.sequence_length)
             gate = gate + self.attention(x, x, attention_mask=allowed)

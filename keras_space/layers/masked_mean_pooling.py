@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils.masking import resolve_padding_mask
 
 
 @keras_space_export("keras_space.layers.MaskedMeanPooling")
@@ -14,7 +15,8 @@ class MaskedMeanPooling(keras.layers.Layer):
     mean pooling of sentence encoders; with several (e.g. the first and the
     last Transformer layer's outputs: "first-last-avg" of BERT-whitening) it
     averages them first. Padding comes from the `padding_mask` call argument
-    (True/1 = real token) or from an upstream Keras mask; without either every
+    (True/1 = real token) or from an upstream Keras mask, the argument winning
+    when both are given (`keras_space.utils.masking`); without either every
     position counts. A row with no real token pools to zeros. Sums run in
     float32 under mixed precision.
 
@@ -51,8 +53,7 @@ class MaskedMeanPooling(keras.layers.Layer):
         for t in tensors[1:]:
             x = x + ops.cast(t, "float32")
         x = x / float(len(tensors))
-        if padding_mask is None and mask is not None:
-            padding_mask = mask[0] if isinstance(mask, (list, tuple)) else mask
+        padding_mask = resolve_padding_mask(mask, padding_mask)
         if padding_mask is None:
             pooled = ops.mean(x, axis=1)
         else:

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import TokenLinear, TokenMixer
+from keras_space.utils import validation
 
 
 @keras_space_export("keras_space.layers.MLPMixerBlock")
@@ -55,13 +56,11 @@ class MLPMixerBlock(TokenMixer):
                  layer_norm_epsilon=1e-6, seed=None, **kwargs):
         super().__init__(causal=causal, dropout=dropout, layer_norm_epsilon=layer_norm_epsilon,
                          seed=seed, **kwargs)
-        self.check_positive("tokens_mlp_dim", tokens_mlp_dim, allow_none=True)
-        self.check_positive("channels_mlp_dim", channels_mlp_dim)
-        self.tokens_mlp_dim = tokens_mlp_dim
-        self.channels_mlp_dim = channels_mlp_dim
+        self.tokens_mlp_dim = validation.positive_int("tokens_mlp_dim", tokens_mlp_dim, allow_none=True)
+        self.channels_mlp_dim = validation.positive_int("channels_mlp_dim", channels_mlp_dim)
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self.build_sequence_length(inputs_shape)
+        self._build_sequence_length(inputs_shape)
         n, c = self.sequence_length, inputs_shape[-1]
         hidden = n if self.tokens_mlp_dim is None else self.tokens_mlp_dim
         if self.causal and hidden != n:
@@ -70,25 +69,25 @@ class MLPMixerBlock(TokenMixer):
                 f"to the sequence length {n}. Received: tokens_mlp_dim={self.tokens_mlp_dim}"
             )
         policy = self.dtype_policy
-        self.norm1 = self.make_norm("norm1")
+        self.norm1 = self._make_norm("norm1")
         self.norm1.build(inputs_shape)
         self.token_in = TokenLinear(hidden, causal=self.causal, dtype=policy, name="token_in")
         self.token_in.build((None, n, c))
         self.token_out = TokenLinear(n, causal=self.causal, dtype=policy, name="token_out")
         self.token_out.build((None, hidden, c))
-        self.norm2 = self.make_norm("norm2")
+        self.norm2 = self._make_norm("norm2")
         self.norm2.build(inputs_shape)
-        self.channel_in = self.make_dense(self.channels_mlp_dim, "channel_in", activation="gelu")
+        self.channel_in = self._make_dense(self.channels_mlp_dim, "channel_in", activation="gelu")
         self.channel_in.build(inputs_shape)
-        self.channel_out = self.make_dense(c, "channel_out")
+        self.channel_out = self._make_dense(c, "channel_out")
         self.channel_out.build((None, n, self.channels_mlp_dim))
-        self.drop = self.make_dropout("dropout")
+        self.drop = self._make_dropout("dropout")
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self.check_sequence_length(ops.shape(inputs)[1])
-        m = self.padding(mask, padding_mask)
+        self._check_sequence_length(ops.shape(inputs)[1])
+        m = self._padding(mask, padding_mask)
         x = inputs
-        h = self.zero_padding(self.norm1(x), m)
+        h = self._zero_padding(self.norm1(x), m)
         h = self.token_out(ops.gelu(self.token_in(h), approximate=False))
         x = x + self.drop(h, training=training)
         h = self.channel_out(self.channel_in(self.norm2(x)))

@@ -3,8 +3,10 @@
 import keras
 import numpy as np
 from keras import ops
+from keras.src.backend.common.masking import set_keras_mask  # what Keras uses itself
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 ENCODERS = ("mlp", "lstm", "none")
 
@@ -62,8 +64,9 @@ class PromptEncoder(keras.layers.Layer):
         inputs: token embeddings (batch, seq, embedding_dim).
         token_ids: (batch, seq) int tensor; required in template mode, ignored
             in prefix mode.
-        padding_mask: optional (batch, seq) mask, used in prefix mode when no
-            Keras mask arrives with `inputs`.
+        padding_mask: optional (batch, seq) mask, extended in prefix mode; it
+            wins over a Keras mask arriving with `inputs` (see
+            `keras_space.utils.masking`).
         training: Python bool, turns dropout on.
 
     Example:
@@ -85,8 +88,6 @@ class PromptEncoder(keras.layers.Layer):
           https://kexue.fm/archives/8295
     """
 
-    call_takes_list = False
-
     def __init__(
         self,
         num_virtual_tokens,
@@ -101,31 +102,23 @@ class PromptEncoder(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (
-            ("num_virtual_tokens", num_virtual_tokens),
-            ("embedding_dim", embedding_dim),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-        if encoder not in ENCODERS:
-            raise ValueError(f"`encoder` must be one of {ENCODERS}. Received: encoder={encoder!r}")
-        if encoder_hidden_dim is not None and (
-            not isinstance(encoder_hidden_dim, (int, np.integer)) or encoder_hidden_dim < 1
-        ):
-            raise ValueError(
-                "`encoder_hidden_dim` must be a positive int or None. "
-                f"Received: encoder_hidden_dim={encoder_hidden_dim!r}"
-            )
-        hidden = embedding_dim if encoder_hidden_dim is None else encoder_hidden_dim
+        self.num_virtual_tokens = validation.positive_int("num_virtual_tokens", num_virtual_tokens)
+        self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
+        self.encoder = validation.choice("encoder", encoder, ENCODERS)
+        self.encoder_hidden_dim = validation.positive_int(
+            "encoder_hidden_dim", encoder_hidden_dim, allow_none=True
+        )
+        hidden = self.embedding_dim if encoder_hidden_dim is None else self.encoder_hidden_dim
         if encoder == "lstm" and hidden % 2:
             raise ValueError(
                 "`encoder_hidden_dim` must be even for encoder='lstm' (half per direction). "
                 f"Received: encoder_hidden_dim={hidden}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+        self.dropout = validation.probability("dropout", dropout)
+        placeholder_ids = validation.int_sequence(
+            "placeholder_ids", placeholder_ids, allow_none=True, minimum=0
+        )
         if placeholder_ids is not None:
-            placeholder_ids = [int(i) for i in placeholder_ids]
             if len(placeholder_ids) > num_virtual_tokens:
                 raise ValueError(
                     f"More placeholders than virtual tokens: {len(placeholder_ids)} "
@@ -142,26 +135,16 @@ class PromptEncoder(keras.layers.Layer):
                 raise ValueError(
                     f"`placeholder_ids` must be distinct. Received: placeholder_ids={placeholder_ids}"
                 )
-        self.num_virtual_tokens = int(num_virtual_tokens)
-        self.embedding_dim = int(embedding_dim)
-        self.encoder = encoder
-        self.encoder_hidden_dim = encoder_hidden_dim
-        self.dropout = float(dropout)
         self.initializer = keras.initializers.get(
             initializer
             if initializer is not None
             else keras.initializers.TruncatedNormal(stddev=0.02)
         )
-        if max_sequence_length is not None and (
-            not isinstance(max_sequence_length, (int, np.integer)) or max_sequence_length < 1
-        ):
-            raise ValueError(
-                "`max_sequence_length` must be a positive int or None. "
-                f"Received: max_sequence_length={max_sequence_length!r}"
-            )
         self.placeholder_ids = placeholder_ids
-        self.max_sequence_length = max_sequence_length
-        self.seed = seed
+        self.max_sequence_length = validation.positive_int(
+            "max_sequence_length", max_sequence_length, allow_none=True
+        )
+        self.seed = validation.non_negative_int("seed", seed, allow_none=True)
         self.supports_masking = True
         self._hidden = int(hidden)
 
@@ -308,7 +291,10 @@ class PromptEncoder(keras.layers.Layer):
             prefix = ops.broadcast_to(
                 prompt[None], (batch, self.num_virtual_tokens, self.embedding_dim)
             )
-            return ops.concatenate([prefix, inputs], axis=1)
+            outputs = ops.concatenate([prefix, inputs], axis=1)
+            if padding_mask is not None:  # the explicit argument wins over the Keras mask
+                set_keras_mask(outputs, ops.cast(self.extend_padding_mask(padding_mask), "bool"))
+            return outputs
         if token_ids is None:
             raise ValueError(
                 "Template mode (placeholder_ids given) needs `token_ids`: "
@@ -320,13 +306,9 @@ class PromptEncoder(keras.layers.Layer):
         which = ops.argmax(ops.cast(hits, "int32"), axis=-1)
         return ops.where(is_placeholder, ops.take(prompt, which, axis=0), inputs)
 
-    def compute_mask(self, inputs, mask=None, token_ids=None, padding_mask=None):
-        if self.placeholder_ids is not None:
+    def compute_mask(self, inputs, mask=None):
+        if self.placeholder_ids is not None or mask is None:
             return mask
-        if mask is None:
-            mask = padding_mask
-        if mask is None:
-            return None
         return ops.cast(self.extend_padding_mask(mask), "bool")
 
     def compute_output_shape(self, inputs_shape, token_ids_shape=None, padding_mask_shape=None):

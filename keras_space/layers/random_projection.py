@@ -6,11 +6,12 @@ import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 KINDS = ("gaussian", "sparse", "orthogonal")
 
 
-def projection_matrix(input_dim, units, kind, density, seed):
+def _projection_matrix(input_dim, units, kind, density, seed):
     """A (input_dim, units) JL matrix with E||x A||^2 = ||x||^2.
 
     gaussian: i.i.d. N(0, 1/units). sparse (Achlioptas / Li et al.): entries
@@ -36,7 +37,7 @@ def projection_matrix(input_dim, units, kind, density, seed):
     return ops.transpose(q)
 
 
-def resolve_density(density, input_dim):
+def _resolve_density(density, input_dim):
     return 1.0 / math.sqrt(input_dim) if density == "auto" else float(density)
 
 
@@ -84,20 +85,12 @@ class RandomProjection(keras.layers.Layer):
 
     def __init__(self, units, kind="gaussian", density="auto", seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(units, int) or units < 1:
-            raise ValueError(f"`units` must be a positive int. Received: units={units!r}")
-        if kind not in KINDS:
-            raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={kind!r}")
-        if density != "auto" and not (
-            isinstance(density, (int, float)) and 0.0 < density <= 1.0
-        ):
-            raise ValueError(
-                f"`density` must be 'auto' or in (0, 1]. Received: density={density!r}"
-            )
-        self.units = units
-        self.kind = kind
+        self.units = validation.positive_int("units", units)
+        self.kind = validation.choice("kind", kind, KINDS)
+        if density != "auto":
+            density = validation.positive_float("density", density, maximum=1.0)
         self.density = density
-        self.seed = seed
+        self.seed = validation.non_negative_int("seed", seed, allow_none=True)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -107,11 +100,11 @@ class RandomProjection(keras.layers.Layer):
             raise ValueError(
                 f"RandomProjection needs a known last dimension. Received: input_shape={input_shape}"
             )
-        matrix = projection_matrix(
+        matrix = _projection_matrix(
             input_dim,
             self.units,
             self.kind,
-            resolve_density(self.density, input_dim),
+            _resolve_density(self.density, input_dim),
             self.seed_generator,
         )
         self.kernel = self.add_weight(

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import TokenLinear, TokenMixer
+from keras_space.utils import validation
 
 
 @keras_space_export("keras_space.layers.ResMLPBlock")
@@ -53,12 +54,11 @@ class ResMLPBlock(TokenMixer):
     def __init__(self, channels_mlp_dim=256, layerscale_init=0.1, causal=False, dropout=0.0,
                  seed=None, **kwargs):
         super().__init__(causal=causal, dropout=dropout, seed=seed, **kwargs)
-        self.check_positive("channels_mlp_dim", channels_mlp_dim)
-        self.channels_mlp_dim = channels_mlp_dim
-        self.layerscale_init = float(layerscale_init)
+        self.channels_mlp_dim = validation.positive_int("channels_mlp_dim", channels_mlp_dim)
+        self.layerscale_init = validation.finite_float("layerscale_init", layerscale_init)
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self.build_sequence_length(inputs_shape)
+        self._build_sequence_length(inputs_shape)
         n, c = self.sequence_length, inputs_shape[-1]
         for i in (1, 2):
             setattr(self, f"alpha{i}", self.add_weight(name=f"aff{i}_alpha", shape=(c,), initializer="ones"))
@@ -68,21 +68,21 @@ class ResMLPBlock(TokenMixer):
                 initializer=keras.initializers.Constant(self.layerscale_init)))
         self.token_mix = TokenLinear(n, causal=self.causal, dtype=self.dtype_policy, name="token_mix")
         self.token_mix.build((None, n, c))
-        self.channel_in = self.make_dense(self.channels_mlp_dim, "channel_in", activation="gelu")
+        self.channel_in = self._make_dense(self.channels_mlp_dim, "channel_in", activation="gelu")
         self.channel_in.build(inputs_shape)
-        self.channel_out = self.make_dense(c, "channel_out")
+        self.channel_out = self._make_dense(c, "channel_out")
         self.channel_out.build((None, n, self.channels_mlp_dim))
-        self.drop = self.make_dropout("dropout")
+        self.drop = self._make_dropout("dropout")
 
     def _affine(self, x, i):
         dt = x.dtype
         return x * ops.cast(getattr(self, f"alpha{i}"), dt) + ops.cast(getattr(self, f"beta{i}"), dt)
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self.check_sequence_length(ops.shape(inputs)[1])
-        m = self.padding(mask, padding_mask)
+        self._check_sequence_length(ops.shape(inputs)[1])
+        m = self._padding(mask, padding_mask)
         x = inputs
-        h = self.token_mix(self.zero_padding(self._affine(x, 1), m))
+        h = self.token_mix(self._zero_padding(self._affine(x, 1), m))
         x = x + ops.cast(self.scale1, x.dtype) * self.drop(h, training=training)
         h = self.channel_out(self.channel_in(self._affine(x, 2)))
         return x + ops.cast(self.scale2, x.dtype) * self.drop(h, training=training)

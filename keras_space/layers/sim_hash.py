@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 OUTPUTS = ("bits", "packed")
 
@@ -48,14 +49,10 @@ class SimHash(keras.layers.Layer):
 
     def __init__(self, num_bits, num_tables=1, output_mode="bits", seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_bits, int) or num_bits < 1:
-            raise ValueError(f"`num_bits` must be a positive int. Received: num_bits={num_bits!r}")
-        if not isinstance(num_tables, int) or num_tables < 1:
-            raise ValueError(
-                f"`num_tables` must be a positive int. Received: num_tables={num_tables!r}"
-            )
-        if output_mode not in OUTPUTS:
-            raise ValueError(f"`output_mode` must be one of {OUTPUTS}. Received: output_mode={output_mode!r}")
+        num_bits = validation.positive_int("num_bits", num_bits)
+        num_tables = validation.positive_int("num_tables", num_tables)
+        validation.choice("output_mode", output_mode, OUTPUTS)
+        seed = validation.non_negative_int("seed", seed, allow_none=True)
         if output_mode == "packed" and num_bits > 62:
             raise ValueError(
                 "`output_mode='packed'` holds at most 62 bits per table in an int64. "

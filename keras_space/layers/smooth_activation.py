@@ -3,16 +3,16 @@
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_space import activations as A
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 NAMED = ("relu", "abs", "sign", "step", "floor")
 
 
-class SmoothBase(keras.layers.Layer):
+class _SmoothBase(keras.layers.Layer):
     """Shared width handling for the smooth-activation layers.
 
     Holds the kernel width as a float32 weight `log_sigma` (scalar, or one per
@@ -31,17 +31,12 @@ class SmoothBase(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(autocast=False, **kwargs)
-        A.validate_sigma(sigma)
-        if not isinstance(sigma, (int, float)):
-            raise ValueError(
-                f"`sigma` must be a positive number. Received: sigma={sigma!r}"
-            )
+        self.sigma = validation.positive_float("sigma", sigma)
         allowed = A.KERNELS if self.bounded else A.MEAN_KERNELS
-        A.validate_kernel(kernel, allowed=allowed, fn_name=self._fn_label())
-        self.sigma = float(sigma)
+        A._validate_kernel(kernel, allowed=allowed, fn_name=self._fn_label())
         self.kernel = kernel
-        self.trainable_sigma = bool(trainable_sigma)
-        self.per_channel = bool(per_channel)
+        self.trainable_sigma = validation.strict_bool("trainable_sigma", trainable_sigma)
+        self.per_channel = validation.strict_bool("per_channel", per_channel)
         self.supports_masking = True
 
     def _fn_label(self):
@@ -91,7 +86,7 @@ class SmoothBase(keras.layers.Layer):
 
 
 @keras_space_export("keras_space.layers.SmoothActivation")
-class SmoothActivation(SmoothBase):
+class SmoothActivation(_SmoothBase):
     """An activation made smooth by convolution with an approximate identity.
 
     y = (f * phi_sigma)(x) = E[f(x + sigma Z)], Z drawn from the kernel. Named
@@ -149,14 +144,10 @@ class SmoothActivation(SmoothBase):
                     f"keras.ops. Received: fn={fn!r}"
                 )
         else:
-            A.validate_fn(fn)
+            A._validate_fn(fn)
         self.fn = fn
         self.bounded = isinstance(fn, str) and fn in ("sign", "step") or callable(fn)
-        if not isinstance(num_points, (int, np.integer)) or num_points < 2:
-            raise ValueError(
-                f"`num_points` must be an integer >= 2. Received: num_points={num_points!r}"
-            )
-        self.num_points = int(num_points)
+        self.num_points = validation.positive_int("num_points", num_points, minimum=2)
         super().__init__(
             sigma=sigma,
             kernel=kernel,

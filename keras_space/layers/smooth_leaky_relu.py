@@ -4,11 +4,12 @@ import keras
 
 from keras_space import activations as A
 from keras_space.api_export import keras_space_export
-from keras_space.layers.smooth_activation import SmoothBase
+from keras_space.layers.smooth_activation import _SmoothBase
+from keras_space.utils import validation
 
 
 @keras_space_export("keras_space.layers.SmoothLeakyReLU")
-class SmoothLeakyReLU(SmoothBase):
+class SmoothLeakyReLU(_SmoothBase):
     """SAU: max(x, alpha x) convolved with a kernel of width sigma.
 
     y = alpha x + (1 - alpha) smooth_relu(x, sigma); `alpha` is trainable by
@@ -44,10 +45,8 @@ class SmoothLeakyReLU(SmoothBase):
 
     def __init__(self, alpha=0.01, sigma=1.0, kernel="gaussian", trainable_alpha=True, **kwargs):
         super().__init__(sigma=sigma, kernel=kernel, **kwargs)
-        if not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 1.0:
-            raise ValueError(f"`alpha` must be a number in [0, 1). Received: alpha={alpha!r}")
-        self.alpha = float(alpha)
-        self.trainable_alpha = bool(trainable_alpha)
+        self.alpha = validation.probability("alpha", alpha)
+        self.trainable_alpha = validation.strict_bool("trainable_alpha", trainable_alpha)
 
     def build(self, input_shape):
         super().build(input_shape)

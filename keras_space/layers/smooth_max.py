@@ -2,11 +2,11 @@
 
 from keras_space import activations as A
 from keras_space.api_export import keras_space_export
-from keras_space.layers.smooth_activation import SmoothBase
+from keras_space.layers.smooth_activation import _SmoothBase
 
 
 @keras_space_export("keras_space.layers.SmoothMax")
-class SmoothMax(SmoothBase):
+class SmoothMax(_SmoothBase):
     """Elementwise max(a, b) = b + relu(a - b), with the ReLU smoothed.
 
     A merge layer like `keras.layers.Maximum`: it takes a list of two tensors

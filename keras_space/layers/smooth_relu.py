@@ -2,11 +2,11 @@
 
 from keras_space import activations as A
 from keras_space.api_export import keras_space_export
-from keras_space.layers.smooth_activation import SmoothBase
+from keras_space.layers.smooth_activation import _SmoothBase
 
 
 @keras_space_export("keras_space.layers.SmoothReLU")
-class SmoothReLU(SmoothBase):
+class SmoothReLU(_SmoothBase):
     """max(x, 0) convolved with a kernel of width sigma (closed form).
 
     See `keras_space.activations.smooth_relu` for the formula.

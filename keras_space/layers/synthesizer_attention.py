@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import TokenMixer, key_mask, masked_softmax
+from keras_space.utils import validation
 
 MODES = ("random", "dense")
 
@@ -61,22 +62,18 @@ class SynthesizerAttention(TokenMixer):
                  layer_norm_epsilon=1e-6, seed=None, **kwargs):
         super().__init__(causal=causal, dropout=dropout, layer_norm_epsilon=layer_norm_epsilon,
                          seed=seed, **kwargs)
-        self.check_positive("num_heads", num_heads)
-        self.check_positive("hidden_dim", hidden_dim, allow_none=True)
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-        self.num_heads = num_heads
-        self.mode = mode
-        self.hidden_dim = hidden_dim
+        self.num_heads = validation.positive_int("num_heads", num_heads)
+        self.mode = validation.choice("mode", mode, MODES)
+        self.hidden_dim = validation.positive_int("hidden_dim", hidden_dim, allow_none=True)
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self.build_sequence_length(inputs_shape)
+        self._build_sequence_length(inputs_shape)
         n, c = self.sequence_length, inputs_shape[-1]
         if c % self.num_heads:
             raise ValueError(
                 f"`num_heads` must divide the channels ({c}). Received: num_heads={self.num_heads}"
             )
-        self.norm = self.make_norm("norm")
+        self.norm = self._make_norm("norm")
         self.norm.build(inputs_shape)
         if self.mode == "random":
             self.logits = self.add_weight(
@@ -85,17 +82,17 @@ class SynthesizerAttention(TokenMixer):
             )
         else:
             hidden = c if self.hidden_dim is None else self.hidden_dim
-            self.synth_in = self.make_dense(hidden, "synth_in", activation="relu")
+            self.synth_in = self._make_dense(hidden, "synth_in", activation="relu")
             self.synth_in.build(inputs_shape)
-            self.synth_out = self.make_dense(self.num_heads * n, "synth_out")
+            self.synth_out = self._make_dense(self.num_heads * n, "synth_out")
             self.synth_out.build((None, n, hidden))
-        self.value = self.make_dense(c, "value")
+        self.value = self._make_dense(c, "value")
         self.value.build(inputs_shape)
-        self.proj_out = self.make_dense(c, "proj_out")
+        self.proj_out = self._make_dense(c, "proj_out")
         self.proj_out.build(inputs_shape)
-        self.drop = self.make_dropout("dropout")
+        self.drop = self._make_dropout("dropout")
 
-    def attention_logits(self, h):
+    def _attention_logits(self, h):
         n, heads = self.sequence_length, self.num_heads
         if self.mode == "random":
             return ops.expand_dims(ops.convert_to_tensor(self.logits), 0)  # (1, h, n, n)
@@ -104,13 +101,13 @@ class SynthesizerAttention(TokenMixer):
         return ops.transpose(b, (0, 2, 1, 3))  # (batch, heads, n_q, n_k)
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self.check_sequence_length(ops.shape(inputs)[1])
-        m = self.padding(mask, padding_mask)
+        self._check_sequence_length(ops.shape(inputs)[1])
+        m = self._padding(mask, padding_mask)
         n, heads = self.sequence_length, self.num_heads
         h = self.norm(inputs)
         allowed = key_mask(m, self.causal, n, n)
         weights = masked_softmax(
-            self.attention_logits(h), None if allowed is None else allowed[:, None]
+            self._attention_logits(h), None if allowed is None else allowed[:, None]
         )
         weights = ops.broadcast_to(weights, (ops.shape(inputs)[0], heads, n, n))
         weights = self.drop(ops.cast(weights, self.compute_dtype), training=training)

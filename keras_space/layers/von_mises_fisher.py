@@ -1,12 +1,20 @@
-"""VonMisesFisher: a latent layer on the unit sphere (vMF-VAE)."""
+"""VonMisesFisher: a latent layer on the unit sphere (vMF-VAE).
+
+Normalisation and the training/inference switch use `keras.ops`; sampling
+and the KL go through `keras_space.ops.vmf`, which is TensorFlow-only
+(TensorFlow Probability's Bessel functions, stateless random ops in
+`tf.while_loop`), so the layer needs the TensorFlow backend.
+"""
 
 import math
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 from keras_space.api_export import keras_space_export
 from keras_space.ops import vmf
+from keras_space.utils import validation
 
 SAMPLERS = ("auto", "wood", "table")
 
@@ -92,10 +100,9 @@ class VonMisesFisher(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(autocast=False, **kwargs)
-        if not isinstance(kappa, (int, float)) or not (0 < kappa < math.inf):
-            raise ValueError(f"`kappa` must be a positive finite number. Received: kappa={kappa!r}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"`sampler` must be one of {SAMPLERS}. Received: sampler={sampler!r}")
+        kappa = validation.positive_float("kappa", kappa)
+        validation.choice("sampler", sampler, SAMPLERS)
+        learn_kappa = validation.strict_bool("learn_kappa", learn_kappa)
         if sampler == "table" and learn_kappa:
             raise ValueError(
                 "The 'table' sampler is built for one fixed kappa; use sampler='wood' "
@@ -104,8 +111,8 @@ class VonMisesFisher(keras.layers.Layer):
         self.kappa = float(kappa)
         self.learn_kappa = bool(learn_kappa)
         self.sampler = sampler
-        self.sample_in_inference = bool(sample_in_inference)
-        self.seed = seed
+        self.sample_in_inference = validation.strict_bool("sample_in_inference", sample_in_inference)
+        self.seed = validation.non_negative_int("seed", seed, allow_none=True)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.kl_metric = keras.metrics.Mean(name="kl")
 
@@ -130,7 +137,7 @@ class VonMisesFisher(keras.layers.Layer):
                 dtype="float32",
             )
         if self._resolved_sampler() == "table":
-            table = vmf.inverse_cdf_table(self.dim, self.kappa)
+            table = vmf._inverse_cdf_table(self.dim, self.kappa)
             self.inverse_cdf = self.add_weight(
                 name="inverse_cdf",
                 shape=table.shape,
@@ -151,11 +158,11 @@ class VonMisesFisher(keras.layers.Layer):
 
     def mean_direction(self, inputs):
         """Unit vectors along the inputs (float32); zero vectors map to e_1."""
-        x = tf.cast(inputs, tf.float32)
-        norm = tf.norm(x, axis=-1, keepdims=True)
-        basis = tf.one_hot(0, self.dim, dtype=tf.float32)
-        safe = tf.where(norm > 0, norm, tf.ones_like(norm))
-        return tf.where(norm > 0, x / safe, tf.broadcast_to(basis, tf.shape(x)))
+        x = ops.cast(inputs, "float32")
+        norm = ops.norm(x, axis=-1, keepdims=True)
+        basis = ops.one_hot(0, self.dim, dtype="float32")
+        safe = ops.where(norm > 0, norm, ops.ones_like(norm))
+        return ops.where(norm > 0, x / safe, ops.broadcast_to(basis, ops.shape(x)))
 
     def sample(self, mu):
         """A vMF sample around unit vectors `mu` (float32).
@@ -167,7 +174,7 @@ class VonMisesFisher(keras.layers.Layer):
         s_w, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         shape = tf.shape(mu)[:-1]
         table = self.inverse_cdf if self._resolved_sampler() == "table" else None
-        w, one_minus_w = vmf.sample_w(
+        w, one_minus_w = vmf._sample_w(
             self.dim,
             self.current_kappa(),
             shape,
@@ -176,21 +183,18 @@ class VonMisesFisher(keras.layers.Layer):
             reparameterize_kappa=self.learn_kappa,
         )
         noise = tf.random.stateless_normal(tf.shape(mu), s_noise, dtype=tf.float32)
-        return vmf.sample_on_sphere(
+        return vmf._sample_on_sphere(
             mu, tf.cast(w, tf.float32), tf.cast(one_minus_w, tf.float32), noise
         )
 
     def call(self, inputs, training=None):
         mu = self.mean_direction(inputs)
         if training:
-            kl = self.kl_divergence()
-            self.add_loss(tf.cast(kl, "float32"))
-            self.kl_metric.update_state(tf.cast(kl, "float32"))
-        if training or self.sample_in_inference:
-            out = self.sample(mu)
-        else:
-            out = mu
-        return tf.cast(out, self.compute_dtype)
+            kl = ops.cast(self.kl_divergence(), "float32")
+            self.add_loss(kl)
+            self.kl_metric.update_state(kl)
+        out = self.sample(mu) if training or self.sample_in_inference else mu
+        return ops.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

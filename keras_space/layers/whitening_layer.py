@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 MODES = ("pca", "zca")
 
@@ -38,7 +39,7 @@ def _batches(data, batch_size, steps):
         yield np.array(array[start : min(start + size, limit)], dtype="float64")  # owned
 
 
-class CovarianceAccumulator:
+class _CovarianceAccumulator:
     """Exact streaming mean and scatter matrix in float64 (Chan et al. merge).
 
     Memory O(d^2) whatever the number of rows.
@@ -126,22 +127,11 @@ class WhiteningLayer(keras.layers.Layer):
         self, n_components=None, beta=1.0, gamma=1.0, epsilon=0.0, mode="pca", **kwargs
     ):
         super().__init__(autocast=False, **kwargs)
-        if n_components is not None and (not isinstance(n_components, int) or n_components < 1):
-            raise ValueError(
-                f"`n_components` must be None or a positive int. Received: n_components={n_components!r}"
-            )
-        for name, value in (("beta", beta), ("gamma", gamma)):
-            if not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
-        if not isinstance(epsilon, (int, float)) or not epsilon >= 0:
-            raise ValueError(f"`epsilon` must be a number >= 0. Received: epsilon={epsilon!r}")
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-        self.n_components = n_components
-        self.beta = float(beta)
-        self.gamma = float(gamma)
-        self.epsilon = float(epsilon)
-        self.mode = mode
+        self.n_components = validation.positive_int("n_components", n_components, allow_none=True)
+        self.beta = validation.finite_float("beta", beta)
+        self.gamma = validation.finite_float("gamma", gamma)
+        self.epsilon = validation.non_negative_float("epsilon", epsilon)
+        self.mode = validation.choice("mode", mode, MODES)
         self.adapted = False
         self.eigenvalues = None  # numpy float64, descending, after adapt()
 
@@ -184,7 +174,7 @@ class WhiteningLayer(keras.layers.Layer):
                 than two rows, or n_components above the data's rank once the
                 layer is built.
         """
-        acc = CovarianceAccumulator()
+        acc = _CovarianceAccumulator()
         bad = 0
         for batch in _batches(data, batch_size, steps):
             if batch.ndim != 2:

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 SIMILARITIES = ("cosine", "dot")
 
@@ -62,14 +63,10 @@ class InfoNCE(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature!r}")
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"`similarity` must be one of {SIMILARITIES}. Received: similarity={similarity!r}")
-        self.temperature = float(temperature)
-        self.symmetric = bool(symmetric)
-        self.similarity = similarity
-        self.mask_duplicates = bool(mask_duplicates)
+        self.temperature = validation.positive_float("temperature", temperature)
+        self.symmetric = validation.strict_bool("symmetric", symmetric)
+        self.similarity = validation.choice("similarity", similarity, SIMILARITIES)
+        self.mask_duplicates = validation.strict_bool("mask_duplicates", mask_duplicates)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         if y_true is None:
@@ -116,7 +113,7 @@ class InfoNCE(keras.losses.Loss):
         }
 
 
-def in_batch_accuracy(anchors, positives, similarity="cosine"):
+def _in_batch_accuracy(anchors, positives, similarity="cosine"):
     """Fraction of anchors whose most similar positive in the batch is their own."""
     logits = InfoNCE(similarity=similarity).logits(anchors, positives)
     return ops.mean(ops.cast(ops.equal(ops.argmax(logits, axis=1), ops.arange(ops.shape(logits)[0])), "float32"))

@@ -1,4 +1,4 @@
-"""keras_space.models: models and model builders (see DESIGN.md)."""
+"""keras_space.models: models and model builders (README: "P-tuning", "Exact large-batch contrastive training", "BERT-whitening ... sentence encoders")."""
 
 from keras_space.models.grad_cache_model import GradCacheModel
 from keras_space.models.p_tuning import (

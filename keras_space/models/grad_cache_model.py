@@ -1,10 +1,20 @@
-"""GradCacheModel: exact large-batch contrastive training in micro-batches."""
+"""GradCacheModel: exact large-batch contrastive training in micro-batches.
+
+TensorFlow-only: the three passes run in `tf.while_loop`s with
+`tf.TensorArray`s, gradients come from `tf.GradientTape` (with
+`output_gradients`, which `keras.ops` has no equivalent of), and under
+`tf.distribute` the embeddings are all-gathered with the replica context's
+collectives. Stacking, casting and slicing outside those use `keras.ops` /
+`keras.tree`.
+"""
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 from keras_space.api_export import keras_space_export
-from keras_space.losses.info_nce import InfoNCE, in_batch_accuracy
+from keras_space.losses.info_nce import InfoNCE, _in_batch_accuracy
+from keras_space.utils import validation
 from keras_space.utils.batch_coupling import find_batch_coupled_layers
 
 
@@ -88,10 +98,7 @@ class GradCacheModel(keras.Model):
 
     def __init__(self, encoder, micro_batch_size, positive_encoder=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, int) or micro_batch_size < 1:
-            raise ValueError(
-                f"`micro_batch_size` must be an int >= 1. Received: micro_batch_size={micro_batch_size!r}"
-            )
+        micro_batch_size = validation.positive_int("micro_batch_size", micro_batch_size)
         for name, model in (("encoder", encoder), ("positive_encoder", positive_encoder)):
             if model is None:
                 continue
@@ -123,7 +130,7 @@ class GradCacheModel(keras.Model):
         first, second = self._towers()
         a = first(anchors, training=training)
         p = second(positives, training=training)
-        return tf.stack([tf.cast(a, tf.float32), tf.cast(p, tf.float32)], axis=1)
+        return ops.stack([ops.cast(a, "float32"), ops.cast(p, "float32")], axis=1)
 
     @property
     def metrics(self):
@@ -145,12 +152,12 @@ class GradCacheModel(keras.Model):
         m = self.micro_batch_size
 
         def chunk(tree):
-            return tf.nest.map_structure(lambda t: t[i * m : (i + 1) * m], tree)
+            return keras.tree.map_structure(lambda t: t[i * m : (i + 1) * m], tree)
 
         first, second = self._towers()
         a = first(chunk(anchors), training=training)
         p = second(chunk(positives), training=training)
-        return tf.cast(a, tf.float32), tf.cast(p, tf.float32)
+        return ops.cast(a, "float32"), ops.cast(p, "float32")
 
     def grad_cache_gradients(self, anchors, positives, y=None):
         """(loss, scaled loss, gradients, embeddings) by gradient caching.
@@ -158,9 +165,9 @@ class GradCacheModel(keras.Model):
         The gradients are of the scaled loss (what the optimizer expects);
         `loss` is the true one. Seed states end as after pass 1.
         """
-        anchors = tf.nest.map_structure(tf.convert_to_tensor, anchors)
-        positives = tf.nest.map_structure(tf.convert_to_tensor, positives)
-        batch = tf.shape(tf.nest.flatten(anchors)[0])[0]
+        anchors = keras.tree.map_structure(ops.convert_to_tensor, anchors)
+        positives = keras.tree.map_structure(ops.convert_to_tensor, positives)
+        batch = ops.shape(keras.tree.flatten(anchors)[0])[0]
         n = self._chunks(batch)
         states = _seed_states(*self._towers())
         weights = self.trainable_weights
@@ -211,7 +218,7 @@ class GradCacheModel(keras.Model):
                 s.assign(ta.read(i))
             with tf.GradientTape() as chunk_tape:
                 a, p = self._encode_chunk(anchors, positives, i)
-                h = tf.stack([a, p], axis=1)
+                h = ops.stack([a, p], axis=1)
             g = cache[i * m : (i + 1) * m]
             parts = chunk_tape.gradient(h, weights, output_gradients=g)
             grads = [
@@ -236,14 +243,14 @@ class GradCacheModel(keras.Model):
         loss, _, grads, reps = self.grad_cache_gradients(anchors, positives, y)
         self.optimizer.apply(grads, self.trainable_weights)
         self.loss_tracker.update_state(loss)
-        self.accuracy_tracker.update_state(in_batch_accuracy(reps[:, 0], reps[:, 1]))
+        self.accuracy_tracker.update_state(_in_batch_accuracy(reps[:, 0], reps[:, 1]))
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         reps = self(x, training=False)
         self.loss_tracker.update_state(self._contrastive_loss()(y, reps))
-        self.accuracy_tracker.update_state(in_batch_accuracy(reps[:, 0], reps[:, 1]))
+        self.accuracy_tracker.update_state(_in_batch_accuracy(reps[:, 0], reps[:, 1]))
         return {m.name: m.result() for m in self.metrics}
 
     def get_config(self):

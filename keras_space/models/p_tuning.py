@@ -7,26 +7,11 @@ from keras import ops
 from keras_space.api_export import keras_space_export
 from keras_space.layers.masked_mean_pooling import MaskedMeanPooling
 from keras_space.layers.prompt_encoder import PromptEncoder
+from keras_space.models import _backbones
+from keras_space.utils import validation
 
-_BACKBONE_PARTS = (
-    "token_embedding",
-    "position_embedding",
-    "embeddings_add",
-    "embeddings_layer_norm",
-    "embeddings_dropout",
-    "transformer_layers",
-)
-
-
-def _check_backbone(backbone):
-    missing = [name for name in _BACKBONE_PARTS if not hasattr(backbone, name)]
-    if missing:
-        raise ValueError(
-            "`backbone` must expose a BERT-style embedding stack and Transformer layers "
-            f"(keras_hub.models.BertBackbone does); missing {missing}. "
-            f"Received: backbone={type(backbone).__name__}"
-        )
-
+HEADS = ("classification", "masked_lm")
+POOLINGS = ("cls", "mean")
 
 @keras_space_export("keras_space.models.PTuningModel")
 class PTuningModel(keras.Model):
@@ -141,32 +126,18 @@ def p_tuning_model(
     References:
         - Liu et al., "GPT Understands, Too", https://arxiv.org/abs/2103.10385
     """
-    _check_backbone(backbone)
-    if head not in ("classification", "masked_lm"):
-        raise ValueError(
-            f"`head` must be 'classification' or 'masked_lm'. Received: head={head!r}"
-        )
-    if pooling not in ("cls", "mean"):
-        raise ValueError(f"`pooling` must be 'cls' or 'mean'. Received: pooling={pooling!r}")
-    if head == "classification" and (
-        not isinstance(num_classes, (int, np.integer)) or num_classes < 1
-    ):
-        raise ValueError(
-            "The classification head needs `num_classes`, a positive int. "
-            f"Received: num_classes={num_classes!r}"
-        )
-    if head == "masked_lm":
-        if not label_token_ids:
-            raise ValueError(
-                "The masked-LM head needs `label_token_ids` (one label word id per class). "
-                f"Received: label_token_ids={label_token_ids!r}"
-            )
-        if mask_token_id is None:
-            raise ValueError("The masked-LM head needs `mask_token_id`. Received: None")
-    hidden_dim = backbone.token_embedding.output_dim
-    max_len = getattr(backbone, "max_sequence_length", None) or getattr(
-        backbone.position_embedding, "sequence_length", None
-    )
+    _backbones.check_embedding_stack(backbone)
+    validation.choice("head", head, HEADS)
+    validation.choice("pooling", pooling, POOLINGS)
+    validation.positive_int("sequence_length", sequence_length, allow_none=True)
+    train_backbone = validation.strict_bool("train_backbone", train_backbone)
+    if head == "classification":
+        validation.positive_int("num_classes", num_classes)
+    else:
+        label_token_ids = validation.int_sequence("label_token_ids", label_token_ids, minimum=0)
+        validation.non_negative_int("mask_token_id", mask_token_id)
+    hidden_dim = _backbones.hidden_dim(backbone)
+    max_len = _backbones.max_sequence_length(backbone)
     prefix = placeholder_ids is None
     extra = num_virtual_tokens if prefix else 0
     prompt = PromptEncoder(
@@ -182,7 +153,7 @@ def p_tuning_model(
         name="prompt_encoder",
     )
     if anchor_token_ids is not None:
-        prompt.initialize_from_tokens(backbone.token_embedding, anchor_token_ids)
+        prompt.initialize_from_tokens(_backbones.token_embedding(backbone), anchor_token_ids)
 
     inputs = {
         name: keras.Input((sequence_length,), dtype="int32", name=name)
@@ -191,7 +162,7 @@ def p_tuning_model(
     token_ids = inputs["token_ids"]
     segment_ids = inputs["segment_ids"]
     padding_mask = inputs["padding_mask"]
-    tokens = backbone.token_embedding(token_ids)
+    tokens = _backbones.embed_tokens(backbone, token_ids)
     if prefix:
         tokens = prompt(tokens)
         padding_mask = prompt.extend_padding_mask(padding_mask)
@@ -202,14 +173,8 @@ def p_tuning_model(
         )
     else:
         tokens = prompt(tokens, token_ids)
-    parts = [tokens, backbone.position_embedding(tokens)]
-    if getattr(backbone, "segment_embedding", None) is not None:
-        parts.append(backbone.segment_embedding(segment_ids))
-    x = backbone.embeddings_add(parts)
-    x = backbone.embeddings_layer_norm(x)
-    x = backbone.embeddings_dropout(x)
-    for layer in backbone.transformer_layers:
-        x = layer(x, padding_mask=padding_mask)
+    x = _backbones.finish_embeddings(backbone, tokens, segment_ids)
+    x = _backbones.run_transformer(backbone, x, padding_mask)
 
     if head == "classification":
         if pooling == "cls":
@@ -218,22 +183,14 @@ def p_tuning_model(
             features = MaskedMeanPooling(name="mean_pooling")(x, padding_mask=padding_mask)
         logits = keras.layers.Dense(num_classes, name="classifier")(features)
     else:
-        import keras_hub
-
         if masked_lm_head is None:
-            masked_lm_head = keras_hub.layers.MaskedLMHead(
-                token_embedding=backbone.token_embedding,
-                intermediate_activation="gelu",
-                layer_norm_epsilon=1e-12,
-                dtype=backbone.dtype_policy,
-                name="masked_lm_head",
-            )
+            masked_lm_head = _backbones.masked_lm_head(backbone)
         masked_lm_head.trainable = True
         is_mask = ops.cast(ops.equal(token_ids, mask_token_id), "int32")
         position = ops.argmax(is_mask, axis=1)[:, None] + extra
         vocab_logits = masked_lm_head(x, mask_positions=position)[:, 0, :]
         logits = ops.take(vocab_logits, ops.convert_to_tensor(list(label_token_ids)), axis=1)
-    backbone.trainable = bool(train_backbone)  # last: a refused model leaves the backbone as it was
+    backbone.trainable = train_backbone  # last: a refused model leaves the backbone as it was
     return PTuningModel(inputs, logits, name="p_tuning_model")
 
 

@@ -5,20 +5,10 @@ import numpy as np
 
 from keras_space.api_export import keras_space_export
 from keras_space.layers.masked_mean_pooling import MaskedMeanPooling
+from keras_space.models import _backbones
+from keras_space.utils import validation
 
 POOLINGS = ("cls", "mean", "first_last_avg")
-
-
-def _transformer_layers(backbone):
-    layers = [
-        layer for layer in backbone.layers if layer.name.startswith("transformer_layer_")
-    ]
-    if not layers:
-        raise ValueError(
-            "`backbone` has no layers named 'transformer_layer_<i>' (keras-hub's "
-            f"convention). Received: backbone={backbone.name!r}"
-        )
-    return sorted(layers, key=lambda layer: int(layer.name.rsplit("_", 1)[1]))
 
 
 @keras_space_export("keras_space.models.sentence_encoder")
@@ -58,27 +48,22 @@ def sentence_encoder(backbone, pooling="mean", name="sentence_encoder"):
     vectors = encoder.predict(preprocessor(["A man plays a guitar.", "Stocks fell."]))
     ```
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}")
-    inputs = backbone.input
-    if not isinstance(inputs, dict) or "padding_mask" not in inputs:
-        raise ValueError(
-            "`backbone` must take a dict of inputs with a 'padding_mask' (a keras-hub "
-            f"encoder backbone). Received inputs: {inputs}"
-        )
-    last = backbone.output["sequence_output"]
+    validation.choice("pooling", pooling, POOLINGS)
+    padding_mask = _backbones.padding_mask_input(backbone)
+    last = _backbones.sequence_output(backbone)
     if pooling == "cls":
         pooled = last[:, 0, :]
     elif pooling == "mean":
-        pooled = MaskedMeanPooling(name="mean_pooling")(last, padding_mask=inputs["padding_mask"])
+        pooled = MaskedMeanPooling(name="mean_pooling")(last, padding_mask=padding_mask)
     else:
-        first = _transformer_layers(backbone)[0].output
+        first = _backbones.transformer_layers(backbone)[0].output
         pooled = MaskedMeanPooling(name="first_last_avg_pooling")(
-            [first, last], padding_mask=inputs["padding_mask"]
+            [first, last], padding_mask=padding_mask
         )
-    return keras.Model(inputs, pooled, name=name)
+    return keras.Model(backbone.input, pooled, name=name)
 
 
+@keras_space_export("keras_space.models.encode_texts")
 def encode_texts(encoder, preprocessor, texts, batch_size=64, length_multiple=16):
     """Embed strings with `encoder` after a keras-hub `preprocessor`, fast on CPU.
 
@@ -91,6 +76,8 @@ def encode_texts(encoder, preprocessor, texts, batch_size=64, length_multiple=16
     Returns:
         A float32 numpy array (len(texts), dim).
     """
+    batch_size = validation.positive_int("batch_size", batch_size)
+    length_multiple = validation.positive_int("length_multiple", length_multiple)
     texts = list(texts)
     if not texts:
         raise ValueError("`texts` is empty.")

@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 BOUNDS = ("su", "sklearn")
 EMBEDDING_RULE = 8.33  # n > 8.33 log N: the rule of thumb for embedding/head sizes
@@ -31,8 +32,7 @@ def _check_n(n_samples, name="n_samples"):
 
 
 def _check_bound(bound):
-    if bound not in BOUNDS:
-        raise ValueError(f"`bound` must be one of {BOUNDS}. Received: bound={bound!r}")
+    validation.choice("bound", bound, BOUNDS)
 
 
 def _scalar_or_array(x):

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 
 def _orthonormal(x):
@@ -54,18 +55,15 @@ def randomized_svd(matrix, rank, n_oversamples=10, n_iter="auto", seed=None):
     if len(a.shape) != 2:
         raise ValueError(f"`matrix` must be 2-D. Received shape {a.shape}")
     m, n = a.shape
-    if not isinstance(rank, int) or not 1 <= rank <= min(m, n):
+    rank = validation.positive_int("rank", rank)
+    if rank > min(m, n):
         raise ValueError(
             f"`rank` must be an int in [1, min(m, n) = {min(m, n)}]. Received: rank={rank!r}"
         )
-    if not isinstance(n_oversamples, int) or n_oversamples < 0:
-        raise ValueError(
-            f"`n_oversamples` must be an int >= 0. Received: n_oversamples={n_oversamples!r}"
-        )
+    n_oversamples = validation.non_negative_int("n_oversamples", n_oversamples)
     if n_iter == "auto":
         n_iter = 7 if rank < 0.1 * min(m, n) else 4
-    if not isinstance(n_iter, int) or n_iter < 0:
-        raise ValueError(f"`n_iter` must be 'auto' or an int >= 0. Received: n_iter={n_iter!r}")
+    n_iter = validation.non_negative_int("n_iter", n_iter)
     transpose = m < n
     if transpose:
         a = ops.transpose(a)

@@ -35,27 +35,18 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 
 def _as_f64(x):
     return tf.cast(tf.convert_to_tensor(x, dtype_hint=tf.float64), tf.float64)
 
 
-def check_dim(d):
-    if not isinstance(d, (int, np.integer)) or d < 2:
-        raise ValueError(f"`d` must be an int >= 2 (the sphere S^(d-1) lives in R^d). Received: d={d!r}")
-    return int(d)
+def _check_dim(d):
+    return validation.positive_int("d", d, minimum=2)
 
 
-def check_kappa(kappa):
-    """Python numbers and arrays are checked eagerly; tensors are not."""
-    if isinstance(kappa, (int, float, np.ndarray, np.generic, list, tuple)):
-        arr = np.asarray(kappa, dtype="float64")
-        if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError(f"`kappa` must be positive and finite. Received: kappa={kappa!r}")
-
-
-def log_sphere_area(d):
+def _log_sphere_area(d):
     """log of the surface area of S^{d-1}: log 2 + (d/2) log pi - lgamma(d/2)."""
     return math.log(2.0) + 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d)
 
@@ -72,8 +63,8 @@ def vmf_log_normalizer(d, kappa):
     >>> float(vmf_log_normalizer(3, 1.0))  # log(1 / (2 pi (e - 1/e)))
     -2.9899...
     """
-    d = check_dim(d)
-    check_kappa(kappa)
+    d = _check_dim(d)
+    validation.positive_values("kappa", kappa)
     k = _as_f64(kappa)
     v = 0.5 * d - 1.0
     log_iv = tfp.math.log_bessel_ive(tf.constant(v, tf.float64), k) + k
@@ -90,8 +81,8 @@ def vmf_mean_resultant_length(d, kappa):
     >>> round(float(vmf_mean_resultant_length(3, 10.0)), 6)  # coth(10) - 1/10
     0.9
     """
-    d = check_dim(d)
-    check_kappa(kappa)
+    d = _check_dim(d)
+    validation.positive_values("kappa", kappa)
     k = _as_f64(kappa)
     v = 0.5 * d - 1.0
     ratio = tfp.math.bessel_iv_ratio(tf.constant(0.5 * d, tf.float64), k)
@@ -140,8 +131,8 @@ def vmf_kl_to_uniform(d, kappa):
     >>> round(float(vmf_kl_to_uniform(16, 1e-2)), 10)  # ~ kappa^2 / (2 d)
     3.1e-06
     """
-    d = check_dim(d)
-    check_kappa(kappa)
+    d = _check_dim(d)
+    validation.positive_values("kappa", kappa)
     return _kl_to_uniform(d, _as_f64(kappa))
 
 
@@ -151,7 +142,7 @@ def _kl_to_uniform(d, k):
     @tf.custom_gradient
     def kl(k):
         a = vmf_mean_resultant_length(d, k)
-        direct = k * a + vmf_log_normalizer(d, k) + log_sphere_area(d)
+        direct = k * a + vmf_log_normalizer(d, k) + _log_sphere_area(d)
         series = k * a - tf.math.log1p(_hyp0f1_tail(v + 1.0, _series_argument(k)))
         value = tf.where(_use_series(k), series, direct)
 
@@ -169,7 +160,7 @@ def _kl_to_uniform(d, k):
 # --- samplers of w ----------------------------------------------------------
 
 
-def wood_sample_w(d, kappa, shape, seed, max_iterations=100):
+def _wood_sample_w(d, kappa, shape, seed, max_iterations=100):
     """Wood's (1994) rejection sampler of w, vectorised and in-graph (float64).
 
     Every element draws proposals until one is accepted (a tf.while_loop that
@@ -229,7 +220,7 @@ def _log_theta_density(theta, d, kappa):
         return kappa * np.cos(theta) + (d - 2) * np.log(np.sin(theta))
 
 
-def inverse_cdf_table(d, kappa, size=4096, grid=1 << 16):
+def _inverse_cdf_table(d, kappa, size=4096, grid=1 << 16):
     """Quantiles of theta = arccos w at u = j / size, j = 0..size (numpy float64).
 
     The density in theta is integrated by the trapezoid rule on a grid of
@@ -239,8 +230,8 @@ def inverse_cdf_table(d, kappa, size=4096, grid=1 << 16):
     sampler interpolates linearly between them, matching the CDF exactly at
     every node.
     """
-    d = check_dim(d)
-    check_kappa(kappa)
+    d = _check_dim(d)
+    validation.positive_values("kappa", kappa)
     lo, hi = 0.0, math.pi
     for _ in range(2):  # locate the mass, then refine on it
         theta = np.linspace(lo, hi, grid)
@@ -260,7 +251,7 @@ def inverse_cdf_table(d, kappa, size=4096, grid=1 << 16):
     return np.interp(u, cdf[keep], theta[keep])
 
 
-def table_sample_w(table, shape, seed):
+def _table_sample_w(table, shape, seed):
     """w = cos(theta) with theta interpolated from an inverse-CDF table (float64)."""
     table = _as_f64(table)
     size = tf.cast(tf.shape(table)[0] - 1, tf.float64)
@@ -281,7 +272,7 @@ def table_sample_w(table, shape, seed):
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(96)
 
 
-def dw_dkappa(w, d, kappa):
+def _dw_dkappa(w, d, kappa):
     """dw/dkappa at fixed CDF value (implicit reparameterisation), float64.
 
     With F(w; kappa) the CDF of w, dw/dkappa = -(dF/dkappa) / p(w). In the
@@ -331,13 +322,13 @@ def dw_dkappa(w, d, kappa):
     return sign * sin_t * integral
 
 
-def sample_w(d, kappa, shape, seed, table=None, reparameterize_kappa=False):
+def _sample_w(d, kappa, shape, seed, table=None, reparameterize_kappa=False):
     """(w, 1 - w) from the table (fixed kappa) or Wood's sampler; with
     `reparameterize_kappa`, w carries the implicit gradient in kappa."""
     if table is not None:
-        w, one_minus_w = table_sample_w(table, shape, seed)
+        w, one_minus_w = _table_sample_w(table, shape, seed)
     else:
-        w, one_minus_w = wood_sample_w(d, kappa, shape, seed)
+        w, one_minus_w = _wood_sample_w(d, kappa, shape, seed)
     if not reparameterize_kappa:
         return tf.stop_gradient(w), tf.stop_gradient(one_minus_w)
     k = tf.broadcast_to(_as_f64(kappa), shape)
@@ -346,7 +337,7 @@ def sample_w(d, kappa, shape, seed, table=None, reparameterize_kappa=False):
 
     @tf.custom_gradient
     def attach(kappa_in):
-        grad_w = dw_dkappa(w, d, kappa_in)
+        grad_w = _dw_dkappa(w, d, kappa_in)
 
         def grad(upstream):
             return upstream * grad_w
@@ -359,7 +350,7 @@ def sample_w(d, kappa, shape, seed, table=None, reparameterize_kappa=False):
     return w_rep, one_minus_w_rep
 
 
-def sample_on_sphere(mu, w, one_minus_w, noise):
+def _sample_on_sphere(mu, w, one_minus_w, noise):
     """z = w mu + sqrt(1 - w^2) nu, nu = the unit part of `noise` orthogonal to mu.
 
     mu: unit vectors (..., d); w, one_minus_w: (...); noise: N(0, I) (..., d).

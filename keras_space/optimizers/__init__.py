@@ -1,3 +1,3 @@
-"""keras_space.optimizers: optimizer wrappers (see DESIGN.md)."""
+"""keras_space.optimizers: optimizer wrappers (README: "Gradient accumulation")."""
 
 from keras_space.optimizers.gradient_accumulator import GradientAccumulator

@@ -1,9 +1,16 @@
-"""GradientAccumulator: exact large-batch updates from k micro-batches."""
+"""GradientAccumulator: exact large-batch updates from k micro-batches.
+
+The dense path uses `keras.ops`. The sparse path (`tf.IndexedSlices` from
+`Embedding` gradients, accumulated with `scatter_add`) and the replica path
+(per-replica accumulators, `merge_call` once per real update under
+`tf.distribute`) are TensorFlow-only.
+"""
 
 import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 _BASE_DEFAULTS = {
     "weight_decay": None,
@@ -84,8 +91,7 @@ class GradientAccumulator(keras.optimizers.Optimizer):
                 "`inner_optimizer` must be a keras.optimizers.Optimizer instance. "
                 f"Received: inner_optimizer={inner_optimizer!r}"
             )
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"`steps` must be an int >= 1. Received: steps={steps!r}")
+        steps = validation.positive_int("steps", steps)
         if inner_optimizer.gradient_accumulation_steps:
             raise ValueError(
                 "`inner_optimizer` already accumulates gradients "

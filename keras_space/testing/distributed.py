@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+from keras_space.api_export import keras_space_export
+
 _PREAMBLE = """\
 import os
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -16,6 +18,7 @@ tf.config.set_logical_device_configuration(
 """
 
 
+@keras_space_export("keras_space.testing.run_on_logical_cpus", serializable=False)
 def run_on_logical_cpus(script, num_devices=2, timeout=600):
     """Run `script` in a fresh Python process whose CPU is split into
     `num_devices` logical devices (TensorFlow must be configured before it

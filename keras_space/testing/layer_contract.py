@@ -1,25 +1,39 @@
-"""The project's layer-contract checker.
+"""The project's layer-contract checker, one function per clause.
 
-Every public layer's test calls `run_layer_contract(...)`. It checks, in this
-order, and fails with an `AssertionError` that names the broken clause:
+Every public layer's test calls `run_layer_contract(...)`, which runs the
+clauses below in order; each clause is also a public function that a test
+can call alone. A broken clause raises `LayerContractError` naming it.
 
-1. config: `get_config()` holds every constructor argument given, and
-   `from_config(get_config())` gives the same config and, with the same
-   weights, the same outputs;
-2. symbolic call: on `keras.Input`s the output shape and dtype match
+1. `check_config`: `get_config()` holds every constructor argument given,
+   and `from_config(get_config())` gives the same config;
+2. `check_symbolic_call`: on `keras.Input`s the output shape and dtype match
    `compute_output_shape` and the expected shape and dtype;
-3. eager call: on real data the output shape and dtype match;
-4. fit: one `model.fit` step runs, the loss is finite and (when the layer has
-   trainable weights) the weights move;
-5. `.keras` save -> `keras.saving.load_model` -> identical outputs;
-6. `model.export()` SavedModel -> `tf.saved_model.load` -> identical outputs;
-7. mixed precision: under `mixed_float16` the outputs are finite, float
-   outputs are float16 and every float weight of the layer stays float32,
+3. `check_eager_call`: on real data the output shape and dtype match and
+   float outputs are finite; then `check_config_outputs`: the revived layer
+   with the same weights gives the same outputs;
+4. `check_weight_counts`: the numbers of trainable and non-trainable weights
+   and of seed generators (Keras core's `run_layer_test` counts);
+5. `check_masking`: padded content never changes an output at a real
+   position, and an explicit `padding_mask` wins over a Keras mask;
+6. `check_fit`: one `model.fit` step runs, the loss is finite and (when the
+   layer has trainable weights) the weights move;
+7. `check_keras_save`: `.keras` save -> `keras.saving.load_model` ->
+   identical outputs;
+8. `check_saved_model`: `model.export()` SavedModel -> `tf.saved_model.load`
+   -> identical outputs;
+9. `check_mixed_precision`: under `mixed_float16` the outputs are finite,
+   float outputs are float16, every float weight stays float32 (or float64),
    and a fit step runs with a finite loss.
+
+Inputs: one array (the layer's only input), a list of arrays (passed to the
+layer as one list, e.g. `SmoothMax`), or a dict of arrays (passed as keyword
+arguments, the first being the layer's first `call` argument, e.g.
+`{"inputs": x, "token_ids": ids}`), as Keras core's `run_layer_test` does.
 
 It uses only public Keras and TensorFlow APIs (no `keras.src.testing`).
 """
 
+import inspect
 import os
 import tempfile
 import warnings
@@ -27,15 +41,36 @@ import warnings
 import keras
 import numpy as np
 
-__all__ = ["run_layer_contract", "LayerContractError"]
+from keras_space.api_export import keras_space_export
+
+__all__ = [
+    "LayerContractError",
+    "check_config",
+    "check_config_outputs",
+    "check_eager_call",
+    "check_fit",
+    "check_keras_save",
+    "check_masking",
+    "check_mixed_precision",
+    "check_saved_model",
+    "check_symbolic_call",
+    "check_weight_counts",
+    "run_layer_contract",
+]
+
+_GARBAGE = 1e3  # what the masking clause writes at padded positions
 
 
+@keras_space_export("keras_space.testing.LayerContractError", serializable=False)
 class LayerContractError(AssertionError):
     """A layer broke one clause of the contract."""
 
     def __init__(self, clause, message):
         self.clause = clause
         super().__init__(f"[{clause}] {message}")
+
+
+# ----------------------------------------------------------------- helpers
 
 
 def _as_list(x):
@@ -99,159 +134,73 @@ def _shape_matches(actual, expected):
     return all(e is None or a is None or a == e for a, e in zip(actual, expected, strict=True))
 
 
-def _make_inputs(input_data, input_dtypes):
-    datas = _as_list(input_data)
-    dtypes = _as_list(input_dtypes) if input_dtypes is not None else [None] * len(datas)
-    inputs = []
-    for i, (d, dt) in enumerate(zip(datas, dtypes, strict=True)):
-        dt = dt or str(np.asarray(d).dtype)
-        inputs.append(
-            keras.Input(shape=np.asarray(d).shape[1:], dtype=dt, name=f"input_{i}")
-        )
+def _prepare_data(input_data):
+    if isinstance(input_data, dict):
+        return {k: np.asarray(v) for k, v in input_data.items()}
+    if isinstance(input_data, (list, tuple)):
+        return [np.asarray(d) for d in input_data]
+    return np.asarray(input_data)
+
+
+def _symbolic_inputs(input_data, input_dtypes=None):
+    """keras.Input(s) with the structure of `input_data`; dtypes default to the arrays'."""
+
+    def make(name, data, dtype):
+        data = np.asarray(data)
+        return keras.Input(shape=data.shape[1:], dtype=dtype or str(data.dtype), name=name)
+
+    if isinstance(input_data, dict):
+        dtypes = input_dtypes or {}
+        return {k: make(k, v, dtypes.get(k)) for k, v in input_data.items()}
+    if isinstance(input_data, list):
+        dtypes = input_dtypes or [None] * len(input_data)
+        return [make(f"input_{i}", d, t) for i, (d, t) in enumerate(zip(input_data, dtypes, strict=True))]
+    return make("input_0", input_data, input_dtypes)
+
+
+def _call(layer, inputs, call_kwargs):
+    """Call `layer` on inputs of any structure (a dict becomes keyword arguments)."""
+    if isinstance(inputs, dict):
+        return layer(**inputs, **call_kwargs)
+    return layer(inputs, **call_kwargs)
+
+
+def _first(inputs):
+    """The layer's first input (the one a Keras mask rides on)."""
+    if isinstance(inputs, dict):
+        return next(iter(inputs.values()))
+    if isinstance(inputs, list):
+        return inputs[0]
     return inputs
 
 
-def _build_model(layer_fn, input_data, input_dtypes, call_kwargs):
-    inputs = _make_inputs(input_data, input_dtypes)
-    layer = layer_fn()
-    args = inputs if isinstance(input_data, (list, tuple)) else inputs[0]
-    if isinstance(input_data, (list, tuple)) and not layer_takes_list(layer):
-        outputs = layer(*inputs, **call_kwargs)
-    else:
-        outputs = layer(args, **call_kwargs)
-    model = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs)
-    return model, layer, outputs
+def _build_model(layer, input_data, input_dtypes, call_kwargs):
+    inputs = _symbolic_inputs(input_data, input_dtypes)
+    outputs = _call(layer, inputs, call_kwargs)
+    return keras.Model(inputs, outputs), outputs
 
 
-def layer_takes_list(layer):
-    """Layers declare `call_takes_list = False` to get inputs as positional args."""
-    return getattr(layer, "call_takes_list", True)
+def _compute_output_shape(layer, input_data):
+    if isinstance(input_data, dict):
+        shapes = {f"{k}_shape": tuple(v.shape) for k, v in input_data.items()}
+        first = next(iter(shapes))
+        return layer.compute_output_shape(shapes.pop(first), **shapes)
+    if isinstance(input_data, list):
+        return layer.compute_output_shape([tuple(d.shape) for d in input_data])
+    return layer.compute_output_shape(tuple(input_data.shape))
 
 
-def _call(layer, input_data, call_kwargs):
-    if isinstance(input_data, (list, tuple)):
-        if layer_takes_list(layer):
-            return layer(list(input_data), **call_kwargs)
-        return layer(*input_data, **call_kwargs)
-    return layer(input_data, **call_kwargs)
+def _seed_generator_count(layer):
+    """SeedGenerators owned by the layer and its sublayers (one state variable each)."""
+    return sum("seed_generator" in v.path for v in layer.variables)
 
 
-def _model_input(input_data):
-    if isinstance(input_data, (list, tuple)):
-        return list(input_data) if len(input_data) > 1 else input_data[0]
-    return input_data
+# ----------------------------------------------------------------- clauses
 
 
-def _fit_once(model, input_data, outputs, clause):
-    """One fit step against random targets; returns the loss."""
-    outs = _as_list(outputs)
-    float_outs = [o for o in outs if _is_float(o.dtype)]
-    if len(float_outs) != len(outs):
-        raise LayerContractError(
-            clause, "a fit step needs float outputs; pass run_fit=False for this layer"
-        )
-    rng = np.random.default_rng(0)
-    preds = _as_list(model(_model_input(input_data)))
-    targets = [
-        rng.normal(size=np.asarray(keras.ops.convert_to_numpy(p)).shape).astype("float32")
-        for p in preds
-    ]
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=["mse"] * len(outs))
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have any trainable")
-            history = model.fit(
-                _model_input(input_data),
-                targets if len(targets) > 1 else targets[0],
-                batch_size=len(targets[0]),
-                epochs=1,
-                verbose=0,
-                shuffle=False,
-            )
-    except Exception as e:  # noqa: BLE001 - any failure breaks the clause
-        raise LayerContractError(
-            clause, f"fit failed: {type(e).__name__}: {str(e)[:300]}"
-        ) from e
-    loss = history.history["loss"][-1]
-    if not np.isfinite(loss):
-        raise LayerContractError(clause, f"loss after one fit step is {loss}")
-    return loss
-
-
-def run_layer_contract(
-    layer_cls,
-    init_kwargs,
-    input_data,
-    expected_output_shape=None,
-    expected_output_dtype=None,
-    input_dtypes=None,
-    call_kwargs=None,
-    run_fit=True,
-    expect_trainable_change=None,
-    run_saved_model=True,
-    run_mixed_precision=True,
-    mixed_precision_output_dtype=None,
-    rtol=1e-6,
-    atol=1e-6,
-    setup=None,
-):
-    """Check that a layer keeps the keras_space layer contract.
-
-    Args:
-        layer_cls: the layer class.
-        init_kwargs: dict of constructor arguments.
-        input_data: a numpy array, or a list of arrays for multi-input layers
-            (passed as one list, or as positional arguments when the layer
-            sets `call_takes_list = False`).
-        expected_output_shape: the output shape including the batch size
-            (None entries match anything), or a list of shapes.
-        expected_output_dtype: the output dtype(s); defaults to the layer's
-            compute dtype for every output.
-        input_dtypes: dtypes of the symbolic inputs (default: the arrays').
-        call_kwargs: extra keyword arguments for `call` (e.g. `training`).
-        run_fit: run the one-step `fit` clause (needs float outputs).
-        expect_trainable_change: whether a fit step must move a trainable
-            weight; defaults to whether the layer has trainable weights.
-        run_saved_model: run the `model.export()` clause.
-        run_mixed_precision: run the `mixed_float16` clause.
-        mixed_precision_output_dtype: the output dtype(s) expected under
-            `mixed_float16` (default float16 for float outputs).
-        rtol, atol: tolerances for "identical outputs".
-        setup: optional callable applied to every fresh layer instance before
-            its first call (e.g. `lambda layer: layer.adapt(data)`).
-
-    Raises:
-        LayerContractError: naming the clause that failed.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_space.testing import run_layer_contract
-
-    run_layer_contract(
-        keras.layers.Dense,
-        {"units": 3},
-        input_data=np.random.rand(4, 5).astype("float32"),
-        expected_output_shape=(4, 3),
-    )
-    ```
-    """
-    call_kwargs = dict(call_kwargs or {})
-    input_data = (
-        [np.asarray(d) for d in input_data]
-        if isinstance(input_data, (list, tuple))
-        else np.asarray(input_data)
-    )
-
-    def make(config=None):
-        new = layer_cls(**init_kwargs) if config is None else layer_cls.from_config(config)
-        if setup is not None:
-            setup(new)
-        return new
-
-    # 1. Config round trip.
-    layer = make()
+@keras_space_export("keras_space.testing.check_config", serializable=False)
+def check_config(layer, init_kwargs, make_from_config):
+    """Clause 1. Returns the revived layer `make_from_config(layer.get_config())`."""
     config = layer.get_config()
     for key, value in init_kwargs.items():
         if key not in config:
@@ -263,117 +212,246 @@ def run_layer_contract(
                 "config",
                 f"get_config()[{key!r}] is {config[key]!r}, constructed with {value!r}",
             )
-    revived = make(config)
+    revived = make_from_config(config)
     if _normalize(revived.get_config()) != _normalize(config):
         raise LayerContractError(
             "config", "from_config(get_config()).get_config() differs from get_config()"
         )
+    return revived
 
-    # 2. Symbolic call.
-    inputs = _make_inputs(input_data, input_dtypes)
-    sym_in = inputs if isinstance(input_data, list) else inputs[0]
-    sym_out = _call(layer, sym_in, call_kwargs)
-    expected_dtypes = expected_output_dtype
-    if expected_dtypes is None:
-        expected_dtypes = [layer.compute_dtype] * len(_as_list(sym_out))
-    expected_dtypes = _as_list(expected_dtypes)
-    expected_shapes = None
-    if expected_output_shape is not None:
-        expected_shapes = (
-            expected_output_shape
-            if isinstance(expected_output_shape, list)
-            else [expected_output_shape]
-        )
+
+def _expected_dtypes(layer, outputs, expected_output_dtype):
+    if expected_output_dtype is None:
+        return [layer.compute_dtype] * len(_as_list(outputs))
+    return _as_list(expected_output_dtype)
+
+
+def _expected_shapes(expected_output_shape):
+    if expected_output_shape is None:
+        return None
+    if isinstance(expected_output_shape, list):
+        return expected_output_shape
+    return [expected_output_shape]
+
+
+@keras_space_export("keras_space.testing.check_symbolic_call", serializable=False)
+def check_symbolic_call(
+    layer, input_data, expected_output_shape=None, expected_output_dtype=None,
+    input_dtypes=None, call_kwargs=None,
+):
+    """Clause 2: symbolic output shapes and dtypes, and `compute_output_shape`."""
+    input_data = _prepare_data(input_data)
+    sym_out = _call(layer, _symbolic_inputs(input_data, input_dtypes), dict(call_kwargs or {}))
+    dtypes = _expected_dtypes(layer, sym_out, expected_output_dtype)
+    shapes = _expected_shapes(expected_output_shape)
     for i, out in enumerate(_as_list(sym_out)):
-        if str(out.dtype) != str(expected_dtypes[i]):
-            raise LayerContractError(
-                "symbolic", f"output {i} dtype {out.dtype}, expected {expected_dtypes[i]}"
-            )
-        if expected_shapes is not None:
-            exp = (None,) + tuple(expected_shapes[i])[1:]
+        if str(out.dtype) != str(dtypes[i]):
+            raise LayerContractError("symbolic", f"output {i} dtype {out.dtype}, expected {dtypes[i]}")
+        if shapes is not None:
+            exp = (None,) + tuple(shapes[i])[1:]
             if not _shape_matches(out.shape, exp):
-                raise LayerContractError(
-                    "symbolic", f"output {i} shape {out.shape}, expected {exp}"
-                )
+                raise LayerContractError("symbolic", f"output {i} shape {out.shape}, expected {exp}")
+    batchless = keras.tree.map_structure(lambda d: np.empty((0,) + d.shape[1:], d.dtype), input_data)
     try:
-        shape_arg = (
-            [tuple(t.shape) for t in inputs]
-            if isinstance(input_data, list)
-            else tuple(inputs[0].shape)
-        )
-        if isinstance(input_data, list) and not layer_takes_list(layer):
-            computed = layer.compute_output_shape(*shape_arg)
-        else:
-            computed = layer.compute_output_shape(shape_arg)
+        computed = _compute_output_shape(layer, batchless)
     except NotImplementedError as e:
-        raise LayerContractError(
-            "symbolic", "compute_output_shape is not implemented"
-        ) from e
-    computed_list = (
-        computed if isinstance(computed, list) else [computed]
-    )
-    for i, (c, out) in enumerate(zip(computed_list, _as_list(sym_out), strict=True)):
+        raise LayerContractError("symbolic", "compute_output_shape is not implemented") from e
+    computed = computed if isinstance(computed, list) else [computed]
+    for i, (c, out) in enumerate(zip(computed, _as_list(sym_out), strict=True)):
+        c = (None,) + tuple(c)[1:]
         if not _shape_matches(c, out.shape):
             raise LayerContractError(
-                "symbolic",
-                f"compute_output_shape gives {c} for output {i}, call gives {out.shape}",
+                "symbolic", f"compute_output_shape gives {c} for output {i}, call gives {out.shape}"
             )
 
-    # 3. Eager call.
-    eager_out = _to_numpy(_call(layer, input_data, call_kwargs))
-    for i, out in enumerate(_as_list(eager_out)):
-        if str(out.dtype) != str(expected_dtypes[i]):
-            raise LayerContractError(
-                "eager", f"output {i} dtype {out.dtype}, expected {expected_dtypes[i]}"
-            )
-        if expected_shapes is not None and not _shape_matches(
-            out.shape, expected_shapes[i]
-        ):
-            raise LayerContractError(
-                "eager", f"output {i} shape {out.shape}, expected {expected_shapes[i]}"
-            )
-        if _is_float(out.dtype) and not np.all(np.isfinite(out)):
+
+@keras_space_export("keras_space.testing.check_eager_call", serializable=False)
+def check_eager_call(
+    layer, input_data, expected_output_shape=None, expected_output_dtype=None, call_kwargs=None
+):
+    """Clause 3: eager output shapes, dtypes and finiteness. Returns the outputs (numpy)."""
+    out = _to_numpy(_call(layer, _prepare_data(input_data), dict(call_kwargs or {})))
+    dtypes = _expected_dtypes(layer, out, expected_output_dtype)
+    shapes = _expected_shapes(expected_output_shape)
+    for i, o in enumerate(_as_list(out)):
+        if str(o.dtype) != str(dtypes[i]):
+            raise LayerContractError("eager", f"output {i} dtype {o.dtype}, expected {dtypes[i]}")
+        if shapes is not None and not _shape_matches(o.shape, shapes[i]):
+            raise LayerContractError("eager", f"output {i} shape {o.shape}, expected {shapes[i]}")
+        if _is_float(o.dtype) and not np.all(np.isfinite(o)):
             raise LayerContractError("eager", f"output {i} is not finite")
+    return out
 
-    # Config clause, part two: the revived layer with the same weights
-    # computes the same function.
+
+@keras_space_export("keras_space.testing.check_config_outputs", serializable=False)
+def check_config_outputs(layer, revived, input_data, call_kwargs=None, rtol=1e-6, atol=1e-6):
+    """Clause 3b: the revived layer with `layer`'s weights computes the same function."""
+    input_data = _prepare_data(input_data)
+    call_kwargs = dict(call_kwargs or {})
+    expected = _to_numpy(_call(layer, input_data, call_kwargs))
     _call(revived, input_data, call_kwargs)
     if len(revived.weights) != len(layer.weights):
         raise LayerContractError(
-            "config",
-            f"revived layer has {len(revived.weights)} weights, original "
-            f"{len(layer.weights)}",
+            "config", f"revived layer has {len(revived.weights)} weights, original {len(layer.weights)}"
         )
     revived.set_weights(layer.get_weights())
     _assert_close(
-        _to_numpy(_call(revived, input_data, call_kwargs)),
-        eager_out,
-        "config",
-        "from_config(get_config()) with the same weights",
-        rtol,
-        atol,
+        _to_numpy(_call(revived, input_data, call_kwargs)), expected, "config",
+        "from_config(get_config()) with the same weights", rtol, atol,
     )
 
-    # 4. One fit step.
-    model, mlayer, mouts = _build_model(make, input_data, input_dtypes, call_kwargs)
-    if run_fit:
-        before = [np.array(w) for w in mlayer.trainable_weights]
-        _fit_once(model, input_data, mouts, "fit")
-        if expect_trainable_change is None:
-            expect_trainable_change = bool(mlayer.trainable_weights)
-        if expect_trainable_change:
-            after = [np.array(w) for w in mlayer.trainable_weights]
-            if not any(
-                not np.array_equal(b, a) for b, a in zip(before, after, strict=True)
-            ):
-                raise LayerContractError(
-                    "fit", "no trainable weight changed after one fit step"
-                )
 
-    reference = _to_numpy(model.predict(_model_input(input_data), verbose=0))
+@keras_space_export("keras_space.testing.check_weight_counts", serializable=False)
+def check_weight_counts(
+    layer, expected_num_trainable_weights=None, expected_num_non_trainable_weights=None,
+    expected_num_seed_generators=None,
+):
+    """Clause 4 (Keras core's counts) on a built layer; None skips a count."""
+    counts = {
+        "trainable weights": (len(layer.trainable_weights), expected_num_trainable_weights),
+        "non-trainable weights": (len(layer.non_trainable_weights), expected_num_non_trainable_weights),
+        "seed generators": (_seed_generator_count(layer), expected_num_seed_generators),
+    }
+    for what, (got, expected) in counts.items():
+        if expected is not None and got != expected:
+            raise LayerContractError("counts", f"{got} {what}, expected {expected}")
 
+
+def _takes_padding_mask(layer):
+    return "padding_mask" in inspect.signature(layer.call).parameters
+
+
+def _real_positions(output, mask):
+    """The output entries at real positions: (batch, seq, ...) outputs are indexed by
+    their mask; anything else (pooled outputs) is compared whole."""
+    output = np.asarray(output)
+    if mask is not None and output.ndim >= 2 and output.shape[:2] == mask.shape:
+        return output[mask]
+    return output
+
+
+def _output_mask(layer, data, mask):
+    """The layer's output mask for input mask `mask` (numpy bool), or the input mask."""
+    out = layer.compute_mask(keras.ops.convert_to_tensor(_first(data)), keras.ops.convert_to_tensor(mask))
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    return mask if out is None else np.asarray(keras.ops.convert_to_numpy(out), dtype=bool)
+
+
+@keras_space_export("keras_space.testing.check_masking", serializable=False)
+def check_masking(layer, input_data, padding_mask, call_kwargs=None, rtol=1e-5, atol=1e-5):
+    """Clause 5 on a built layer, with `padding_mask` (batch, seq) bool, True = real.
+
+    - Padded content (the first input's padded positions set to 1e3) does not
+      change any output at a real position (with the mask as a call argument
+      when the layer takes `padding_mask`, else as a Keras mask).
+    - When the layer takes `padding_mask`: the argument equals the same mask
+      given as a Keras mask, and wins over a contradicting Keras mask
+      (keras-hub's rule, `keras_space.utils.masking`).
+    """
+    from keras_space.utils.masking import resolve_padding_mask  # noqa: F401 - the rule checked
+
+    input_data = _prepare_data(input_data)
+    call_kwargs = dict(call_kwargs or {})
+    mask = np.asarray(padding_mask, dtype=bool)
+
+    def poisoned(data):
+        first = np.array(_first(data), copy=True)
+        first[~mask] = _GARBAGE
+        if isinstance(data, dict):
+            return {**data, next(iter(data)): first}
+        if isinstance(data, list):
+            return [first] + data[1:]
+        return first
+
+    def run(data, keras_mask=None, argument=None):
+        kwargs = dict(call_kwargs)
+        if argument is not None:
+            kwargs["padding_mask"] = argument
+        if keras_mask is not None:
+            carrier = _MaskCarrier()
+            first = carrier(_first(data), keras_mask)
+            data = {**data, next(iter(data)): first} if isinstance(data, dict) else (
+                [first] + data[1:] if isinstance(data, list) else first
+            )
+        return _as_list(_to_numpy(_call(layer, data, kwargs)))
+
+    takes_argument = _takes_padding_mask(layer)
+    as_argument = {"argument": mask} if takes_argument else {"keras_mask": mask}
+    clean = run(input_data, **as_argument)
+    dirty = run(poisoned(input_data), **as_argument)
+    out_mask = _output_mask(layer, input_data, mask)
+    for i, (c, d) in enumerate(zip(clean, dirty, strict=True)):
+        if _is_float(c.dtype):
+            _assert_close(
+                _real_positions(d, out_mask), _real_positions(c, out_mask), "masking",
+                f"output {i} at real positions after changing padded content", rtol, atol,
+            )
+    if takes_argument:
+        _assert_close(run(input_data, keras_mask=mask), clean, "masking",
+                      "Keras mask against the same padding_mask argument", rtol, atol)
+        everything = np.ones_like(mask)
+        _assert_close(run(input_data, keras_mask=everything, argument=mask), clean, "masking",
+                      "padding_mask argument must win over a Keras mask", rtol, atol)
+
+
+class _MaskCarrier(keras.layers.Layer):
+    """Passes its input through with `mask` attached as its Keras mask."""
+
+    def call(self, x, mask_values):
+        from keras.src.backend.common.masking import set_keras_mask
+
+        x = keras.ops.convert_to_tensor(x)
+        x = keras.ops.add(x, keras.ops.zeros_like(x))  # a fresh tensor to carry the mask
+        set_keras_mask(x, keras.ops.convert_to_tensor(np.asarray(mask_values, dtype=bool)))
+        return x
+
+
+def _fit_once(model, input_data, outputs, clause):
+    """One fit step against random targets; returns the loss."""
+    outs = _as_list(outputs)
+    if not all(_is_float(o.dtype) for o in outs):
+        raise LayerContractError(clause, "a fit step needs float outputs; pass run_fit=False for this layer")
+    rng = np.random.default_rng(0)
+    preds = _as_list(model(input_data))
+    targets = [rng.normal(size=tuple(p.shape)).astype("float32") for p in preds]
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=["mse"] * len(outs))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have any trainable")
+            history = model.fit(
+                input_data, targets if len(targets) > 1 else targets[0],
+                batch_size=len(targets[0]), epochs=1, verbose=0, shuffle=False,
+            )
+    except Exception as e:  # noqa: BLE001 - any failure breaks the clause
+        raise LayerContractError(clause, f"fit failed: {type(e).__name__}: {str(e)[:300]}") from e
+    loss = history.history["loss"][-1]
+    if not np.isfinite(loss):
+        raise LayerContractError(clause, f"loss after one fit step is {loss}")
+    return loss
+
+
+@keras_space_export("keras_space.testing.check_fit", serializable=False)
+def check_fit(layer, input_data, input_dtypes=None, call_kwargs=None, expect_trainable_change=None):
+    """Clause 6: one fit step of a model around a fresh `layer`. Returns the model."""
+    input_data = _prepare_data(input_data)
+    model, outputs = _build_model(layer, input_data, input_dtypes, dict(call_kwargs or {}))
+    before = [np.array(w) for w in layer.trainable_weights]
+    _fit_once(model, input_data, outputs, "fit")
+    if expect_trainable_change is None:
+        expect_trainable_change = bool(layer.trainable_weights)
+    if expect_trainable_change:
+        after = [np.array(w) for w in layer.trainable_weights]
+        if all(np.array_equal(b, a) for b, a in zip(before, after, strict=True)):
+            raise LayerContractError("fit", "no trainable weight changed after one fit step")
+    return model
+
+
+@keras_space_export("keras_space.testing.check_keras_save", serializable=False)
+def check_keras_save(model, input_data, rtol=1e-6, atol=1e-6):
+    """Clause 7: `.keras` save and `load_model` give identical outputs."""
+    input_data = _prepare_data(input_data)
+    reference = _to_numpy(model.predict(input_data, verbose=0))
     with tempfile.TemporaryDirectory() as tmp:
-        # 5. .keras round trip.
         path = os.path.join(tmp, "model.keras")
         model.save(path)
         try:
@@ -384,55 +462,44 @@ def run_layer_contract(
                 f"load_model failed ({type(e).__name__}: {str(e)[:300]}); is the "
                 "class registered with keras_space_export?",
             ) from e
-        _assert_close(
-            _to_numpy(loaded.predict(_model_input(input_data), verbose=0)),
-            reference,
-            "keras_save",
-            ".keras save/load",
-            rtol,
-            atol,
-        )
-
-        # 6. SavedModel export.
-        if run_saved_model:
-            import tensorflow as tf
-
-            export_dir = os.path.join(tmp, "exported")
-            model.export(export_dir, verbose=False)
-            reloaded = tf.saved_model.load(export_dir)
-            served = reloaded.serve(_model_input(input_data))
-            _assert_close(
-                _to_numpy(served),
-                reference,
-                "saved_model",
-                "model.export() reload",
-                rtol,
-                atol,
-            )
-
-    # 7. Mixed precision.
-    if run_mixed_precision:
-        _check_mixed_precision(
-            make, input_data, input_dtypes, call_kwargs, run_fit, mixed_precision_output_dtype
-        )
+        _assert_close(_to_numpy(loaded.predict(input_data, verbose=0)), reference,
+                      "keras_save", ".keras save/load", rtol, atol)
 
 
-def _check_mixed_precision(make, input_data, input_dtypes, call_kwargs, run_fit, out_dtypes):
+@keras_space_export("keras_space.testing.check_saved_model", serializable=False)
+def check_saved_model(model, input_data, rtol=1e-6, atol=1e-6):
+    """Clause 8: `model.export()` and `tf.saved_model.load` give identical outputs."""
+    import tensorflow as tf
+
+    input_data = _prepare_data(input_data)
+    reference = _to_numpy(model.predict(input_data, verbose=0))
+    with tempfile.TemporaryDirectory() as tmp:
+        export_dir = os.path.join(tmp, "exported")
+        model.export(export_dir, verbose=False)
+        reloaded = tf.saved_model.load(export_dir)  # keep it alive while serving
+        served = reloaded.serve(input_data)
+        _assert_close(_to_numpy(served), reference, "saved_model", "model.export() reload", rtol, atol)
+
+
+@keras_space_export("keras_space.testing.check_mixed_precision", serializable=False)
+def check_mixed_precision(
+    make_layer, input_data, input_dtypes=None, call_kwargs=None, run_fit=True, output_dtypes=None
+):
+    """Clause 9: a fresh layer from `make_layer()` under `mixed_float16`."""
+    input_data = _prepare_data(input_data)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        model, layer, outs = _build_model(make, input_data, input_dtypes, call_kwargs)
-        result = _as_list(_to_numpy(model(_model_input(input_data))))
-        if out_dtypes is None:
-            out_dtypes = [
-                "float16" if _is_float(o.dtype) else str(o.dtype) for o in _as_list(outs)
-            ]
-        out_dtypes = _as_list(out_dtypes)
+        layer = make_layer()
+        model, outs = _build_model(layer, input_data, input_dtypes, dict(call_kwargs or {}))
+        result = _as_list(_to_numpy(model(input_data)))
+        if output_dtypes is None:
+            output_dtypes = ["float16" if _is_float(o.dtype) else str(o.dtype) for o in _as_list(outs)]
+        output_dtypes = _as_list(output_dtypes)
         for i, out in enumerate(result):
-            if str(out.dtype) != str(out_dtypes[i]):
+            if str(out.dtype) != str(output_dtypes[i]):
                 raise LayerContractError(
-                    "mixed_precision",
-                    f"output {i} dtype {out.dtype}, expected {out_dtypes[i]}",
+                    "mixed_precision", f"output {i} dtype {out.dtype}, expected {output_dtypes[i]}"
                 )
             if _is_float(out.dtype) and not np.all(np.isfinite(out)):
                 raise LayerContractError("mixed_precision", f"output {i} is not finite")
@@ -440,10 +507,122 @@ def _check_mixed_precision(make, input_data, input_dtypes, call_kwargs, run_fit,
             if str(w.dtype) in ("float16", "bfloat16"):
                 raise LayerContractError(
                     "mixed_precision",
-                    f"weight {w.path} is {w.dtype}; float weights must stay float32 "
-                    "(or float64)",
+                    f"weight {w.path} is {w.dtype}; float weights must stay float32 (or float64)",
                 )
         if run_fit:
             _fit_once(model, input_data, outs, "mixed_precision")
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+# ----------------------------------------------------------------- all clauses
+
+
+@keras_space_export("keras_space.testing.run_layer_contract", serializable=False)
+def run_layer_contract(
+    layer_cls,
+    init_kwargs,
+    input_data,
+    expected_output_shape=None,
+    expected_output_dtype=None,
+    input_dtypes=None,
+    call_kwargs=None,
+    expected_num_trainable_weights=None,
+    expected_num_non_trainable_weights=None,
+    expected_num_seed_generators=None,
+    padding_mask=None,
+    run_fit=True,
+    expect_trainable_change=None,
+    run_saved_model=True,
+    run_mixed_precision=True,
+    mixed_precision_output_dtype=None,
+    rtol=1e-6,
+    atol=1e-6,
+    setup=None,
+):
+    """Check that a layer keeps the keras_space layer contract (every clause in order).
+
+    Args:
+        layer_cls: the layer class.
+        init_kwargs: dict of constructor arguments.
+        input_data: a numpy array; a list of arrays (passed to the layer as one
+            list); or a dict of arrays (passed as keyword arguments, the first
+            key being the first `call` argument).
+        expected_output_shape: the output shape including the batch size
+            (None entries match anything), or a list of shapes. Defaults to
+            None (not checked).
+        expected_output_dtype: the output dtype(s). Defaults to the layer's
+            compute dtype for every output.
+        input_dtypes: dtypes of the symbolic inputs, with the structure of
+            `input_data`. Defaults to the arrays' dtypes.
+        call_kwargs: extra keyword arguments for `call` (e.g. `training`).
+            Defaults to None.
+        expected_num_trainable_weights, expected_num_non_trainable_weights,
+            expected_num_seed_generators: Keras core's counts, checked on the
+            built layer. Default to None (not checked).
+        padding_mask: a (batch, seq) boolean mask for the masking clause.
+            Defaults to None (clause skipped).
+        run_fit: run the one-step `fit` clause (needs float outputs).
+            Defaults to True.
+        expect_trainable_change: whether a fit step must move a trainable
+            weight. Defaults to whether the layer has trainable weights.
+        run_saved_model: run the `model.export()` clause. Defaults to True;
+            it is the costliest clause, so run it once per class, not once
+            per constructor variant.
+        run_mixed_precision: run the `mixed_float16` clause. Defaults to True.
+        mixed_precision_output_dtype: the output dtype(s) expected under
+            `mixed_float16`. Defaults to float16 for float outputs.
+        rtol, atol: tolerances for "identical outputs". Default to 1e-6.
+        setup: optional callable applied to every fresh layer instance before
+            its first call (e.g. `lambda layer: layer.adapt(data)`).
+
+    Raises:
+        LayerContractError: naming the clause that failed.
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_space.testing import run_layer_contract
+
+    run_layer_contract(
+        keras.layers.Dense,
+        {"units": 3},
+        input_data=np.random.rand(4, 5).astype("float32"),
+        expected_output_shape=(4, 3),
+        expected_num_trainable_weights=2,
+        run_saved_model=False,
+    )
+    ```
+    """
+    call_kwargs = dict(call_kwargs or {})
+    input_data = _prepare_data(input_data)
+
+    def make(config=None):
+        new = layer_cls(**init_kwargs) if config is None else layer_cls.from_config(config)
+        if setup is not None:
+            setup(new)
+        return new
+
+    layer = make()
+    revived = check_config(layer, init_kwargs, make)
+    check_symbolic_call(layer, input_data, expected_output_shape, expected_output_dtype,
+                        input_dtypes, call_kwargs)
+    check_eager_call(layer, input_data, expected_output_shape, expected_output_dtype, call_kwargs)
+    check_config_outputs(layer, revived, input_data, call_kwargs, rtol, atol)
+    check_weight_counts(layer, expected_num_trainable_weights, expected_num_non_trainable_weights,
+                        expected_num_seed_generators)
+    if padding_mask is not None:
+        check_masking(layer, input_data, padding_mask, call_kwargs, max(rtol, 1e-5), max(atol, 1e-5))
+    fresh = make()
+    if run_fit:
+        model = check_fit(fresh, input_data, input_dtypes, call_kwargs, expect_trainable_change)
+    else:
+        model, _ = _build_model(fresh, input_data, input_dtypes, call_kwargs)
+    check_keras_save(model, input_data, rtol, atol)
+    if run_saved_model:
+        check_saved_model(model, input_data, rtol, atol)
+    if run_mixed_precision:
+        check_mixed_precision(make, input_data, input_dtypes, call_kwargs, run_fit,
+                              mixed_precision_output_dtype)

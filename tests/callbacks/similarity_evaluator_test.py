@@ -4,16 +4,20 @@ import pytest
 from scipy import stats
 
 from keras_space.callbacks import SimilarityEvaluator
-from keras_space.callbacks.similarity_evaluator import average_ranks, pearson, spearman
+from keras_space.callbacks.similarity_evaluator import (
+    _average_ranks,
+    _pearson,
+    _spearman,
+)
 
 
 def test_correlations_match_scipy_with_ties():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 6, size=200).astype(float)  # many ties, like STS scores
     b = a + rng.normal(size=200)
-    np.testing.assert_allclose(average_ranks(a), stats.rankdata(a))
-    np.testing.assert_allclose(spearman(a, b), stats.spearmanr(a, b).statistic, rtol=1e-12)
-    np.testing.assert_allclose(pearson(a, b), stats.pearsonr(a, b).statistic, rtol=1e-12)
+    np.testing.assert_allclose(_average_ranks(a), stats.rankdata(a))
+    np.testing.assert_allclose(_spearman(a, b), stats.spearmanr(a, b).statistic, rtol=1e-12)
+    np.testing.assert_allclose(_pearson(a, b), stats.pearsonr(a, b).statistic, rtol=1e-12)
 
 
 def test_logs_spearman_each_epoch_against_numpy():

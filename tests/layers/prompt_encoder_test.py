@@ -101,7 +101,7 @@ def test_prefix_extends_the_keras_mask():
 def test_template_mode_keeps_the_mask():
     layer = PromptEncoder(2, 8, placeholder_ids=PLACEHOLDERS)
     mask = IDS != 0
-    np.testing.assert_array_equal(layer.compute_mask(EMB, mask, IDS), mask)
+    np.testing.assert_array_equal(layer.compute_mask(EMB, mask), mask)
 
 
 @pytest.mark.parametrize("encoder", ["mlp", "lstm"])
@@ -118,11 +118,12 @@ def test_freeze_gives_identical_outputs_without_the_encoder(encoder):
     "kwargs, data, shape",
     [
         (dict(encoder="lstm", encoder_hidden_dim=6, dropout=0.1, seed=1), EMB, (3, 7, 8)),
-        (dict(encoder="mlp", placeholder_ids=PLACEHOLDERS, max_sequence_length=9), [EMB, IDS], (3, 5, 8)),
+        (dict(encoder="mlp", placeholder_ids=PLACEHOLDERS, max_sequence_length=9),
+         {"inputs": EMB, "token_ids": IDS}, (3, 5, 8)),
     ],
 )
 def test_layer_contract(kwargs, data, shape):
-    dtypes = ["float32", "int32"] if isinstance(data, list) else None
+    dtypes = {"inputs": "float32", "token_ids": "int32"} if isinstance(data, dict) else None
     run_layer_contract(
         PromptEncoder,
         dict(num_virtual_tokens=2, embedding_dim=8, **kwargs),

@@ -95,9 +95,9 @@ def test_bad_arguments():
 def draw(sampler, d, k, n, seed=(1, 2)):
     seed = tf.constant(seed)
     if sampler == "wood":
-        w, omw = vmf.wood_sample_w(d, k, (n,), seed)
+        w, omw = vmf._wood_sample_w(d, k, (n,), seed)
     else:
-        w, omw = vmf.table_sample_w(vmf.inverse_cdf_table(d, k), (n,), seed)
+        w, omw = vmf._table_sample_w(vmf._inverse_cdf_table(d, k), (n,), seed)
     return w.numpy(), omw.numpy()
 
 
@@ -166,7 +166,7 @@ def test_implicit_kappa_gradient_against_inverse_cdf_differences(d, k):
     fd = np.array(
         [(inverse_cdf_reference(d, k + h, u) - inverse_cdf_reference(d, k - h, u)) / (2 * h) for u in us]
     )
-    got = vmf.dw_dkappa(tf.constant(w), d, k).numpy()
+    got = vmf._dw_dkappa(tf.constant(w), d, k).numpy()
     np.testing.assert_allclose(got, fd, rtol=1e-5)
 
 
@@ -178,9 +178,9 @@ def test_kappa_gradient_is_unbiased(d, k):
     kap = tf.constant(k, tf.float64)
     with tf.GradientTape() as tape:
         tape.watch(kap)
-        w, _ = vmf.sample_w(d, kap, (n,), tf.constant([3, 4]), reparameterize_kappa=True)
+        w, _ = vmf._sample_w(d, kap, (n,), tf.constant([3, 4]), reparameterize_kappa=True)
         mean = tf.reduce_mean(w)
-    per_sample = vmf.dw_dkappa(w, d, k).numpy()
+    per_sample = vmf._dw_dkappa(w, d, k).numpy()
     assert np.all(np.isfinite(per_sample))
     np.testing.assert_allclose(tape.gradient(mean, kap).numpy(), per_sample.mean(), rtol=1e-10)
     want = float(ref_a_prime(d, k))
@@ -194,11 +194,11 @@ def test_sampler_gradients_finite_over_the_grid(d):
         kap = tf.constant(k, tf.float64)
         with tf.GradientTape() as tape:
             tape.watch(kap)
-            w, omw = vmf.sample_w(d, kap, (500,), tf.constant([7, 8]), reparameterize_kappa=True)
+            w, omw = vmf._sample_w(d, kap, (500,), tf.constant([7, 8]), reparameterize_kappa=True)
             loss = tf.reduce_sum(w) + tf.reduce_sum(omw)
         g = tape.gradient(loss, kap).numpy()
         assert np.isfinite(g), (d, k)
-        assert np.all(np.isfinite(vmf.dw_dkappa(w, d, k).numpy()))
+        assert np.all(np.isfinite(vmf._dw_dkappa(w, d, k).numpy()))
 
 
 def test_gradient_wrt_mu_matches_finite_differences_of_a_fixed_noise_sample():
@@ -211,7 +211,7 @@ def test_gradient_wrt_mu_matches_finite_differences_of_a_fixed_noise_sample():
 
     def f(x_):
         mu = x_ / tf.norm(x_, axis=-1, keepdims=True)
-        z = vmf.sample_on_sphere(mu, w, 1.0 - w, noise)
+        z = vmf._sample_on_sphere(mu, w, 1.0 - w, noise)
         return tf.reduce_sum(c * z)
 
     with tf.GradientTape() as tape:
@@ -229,12 +229,12 @@ def test_gradient_wrt_mu_matches_finite_differences_of_a_fixed_noise_sample():
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
     # the sample is on the sphere, at cosine w from mu
     mu = base / np.linalg.norm(base, axis=1, keepdims=True)
-    z = vmf.sample_on_sphere(tf.constant(mu), w, 1.0 - w, noise).numpy()
+    z = vmf._sample_on_sphere(tf.constant(mu), w, 1.0 - w, noise).numpy()
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-12)
     np.testing.assert_allclose(np.sum(z * mu, axis=1), w.numpy(), rtol=1e-12)
 
 
 def test_table_is_small():
-    table = vmf.inverse_cdf_table(4096, 1e5)
+    table = vmf._inverse_cdf_table(4096, 1e5)
     assert table.shape == (4097,) and table.nbytes < 40_000
     assert np.all(np.diff(table) >= 0)

@@ -4,7 +4,15 @@ import keras
 import numpy as np
 import pytest
 
-from keras_space.testing import LayerContractError, run_layer_contract
+from keras_space.layers import MaskedMeanPooling
+from keras_space.testing import (
+    LayerContractError,
+    check_config,
+    check_keras_save,
+    check_masking,
+    check_weight_counts,
+    run_layer_contract,
+)
 
 X = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
 
@@ -105,8 +113,6 @@ class Frozen(Scale):
 
 @keras.saving.register_keras_serializable(package="contract_test")
 class TwoInputs(keras.layers.Layer):
-    call_takes_list = False
-
     def call(self, a, b):
         return a * b
 
@@ -116,7 +122,9 @@ class TwoInputs(keras.layers.Layer):
 
 def test_good_layer_passes():
     run_layer_contract(
-        Scale, {"units": 3, "scale": 0.5}, input_data=X, expected_output_shape=(4, 3)
+        Scale, {"units": 3, "scale": 0.5}, input_data=X, expected_output_shape=(4, 3),
+        expected_num_trainable_weights=1, expected_num_non_trainable_weights=0,
+        expected_num_seed_generators=0,
     )
 
 
@@ -126,9 +134,10 @@ def test_keras_dense_passes():
     )
 
 
-def test_two_input_layer_passes():
+def test_two_input_layer_passes_a_dict_as_keyword_arguments():
     run_layer_contract(
-        TwoInputs, {}, input_data=[X, X + 1.0], expected_output_shape=(4, 5)
+        TwoInputs, {}, input_data={"a": X, "b": X + 1.0}, expected_output_shape=(4, 5),
+        run_saved_model=False,
     )
 
 
@@ -172,3 +181,43 @@ def test_wrong_expected_dtype_fails():
         run_layer_contract(
             Scale, {"units": 3}, input_data=X, expected_output_dtype="float64"
         )
+
+
+def test_wrong_counts_fail():
+    with pytest.raises(LayerContractError, match="2 trainable weights, expected 1") as info:
+        run_layer_contract(keras.layers.Dense, {"units": 3}, input_data=X,
+                           expected_num_trainable_weights=1)
+    assert info.value.clause == "counts"
+    layer = keras.layers.Dropout(0.5, seed=1)
+    check_weight_counts(layer, expected_num_seed_generators=1)
+    with pytest.raises(LayerContractError, match="seed generators"):
+        check_weight_counts(layer, expected_num_seed_generators=0)
+
+
+def test_clauses_run_alone():
+    layer = Scale(3)
+    revived = check_config(layer, {"units": 3}, lambda config: Scale.from_config(config))
+    assert revived.units == 3
+    model = keras.Sequential([keras.Input((5,)), Scale(3)])
+    check_keras_save(model, X)
+
+
+H = np.random.default_rng(1).normal(size=(2, 4, 3)).astype("float32")
+MASK = np.array([[1, 1, 0, 0], [1, 1, 1, 0]], bool)
+
+
+@keras.saving.register_keras_serializable(package="contract_test")
+class LeakyPooling(keras.layers.Layer):
+    """Averages every position, padding included."""
+
+    def call(self, x, padding_mask=None):
+        return keras.ops.mean(x, axis=1)
+
+
+def test_masking_clause():
+    run_layer_contract(MaskedMeanPooling, {}, input_data=H, padding_mask=MASK,
+                       run_saved_model=False, run_mixed_precision=False)
+    layer = LeakyPooling()
+    with pytest.raises(LayerContractError, match="padded content") as info:
+        check_masking(layer, H, MASK)
+    assert info.value.clause == "masking"

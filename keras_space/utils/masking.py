@@ -1,0 +1,29 @@
+"""The one padding-mask rule of every keras_space layer.
+
+A layer that reads padding takes it from two places: the `padding_mask` call
+argument (keras-hub's name: True/1 = real token, shape (batch, sequence)) and
+the Keras mask that arrives with its inputs (from `Embedding(mask_zero=True)`,
+a `Masking` layer, or an upstream layer's `compute_mask`). When both are
+given, **the explicit `padding_mask` argument wins** (keras-hub's rule): it is
+what the caller wrote at this call. A layer with several inputs uses the mask
+of its first input. Without either, every position is real.
+"""
+
+from keras import ops
+
+from keras_space.api_export import keras_space_export
+
+
+@keras_space_export("keras_space.utils.masking.resolve_padding_mask", serializable=False)
+def resolve_padding_mask(mask, padding_mask):
+    """The (batch, sequence) boolean padding mask to use, or None.
+
+    Args:
+        mask: the Keras mask Keras passes to `call` (a tensor, a list of
+            tensors for multi-input layers, or None).
+        padding_mask: the `padding_mask` call argument, or None.
+    """
+    m = padding_mask
+    if m is None:
+        m = mask[0] if isinstance(mask, (list, tuple)) else mask
+    return None if m is None else ops.cast(m, "bool")
