@@ -8,7 +8,7 @@ A README block names what it needs in its fence, e.g. ```` ```python fixture:min
 - `tmp_cwd`: runs the block in a fresh folder (blocks that save files), with
   `../shared` still reachable.
 
-Every block starts seeded, in float32, with a fresh Keras session.
+Every test and block starts seeded, in float32, with a fresh Keras session.
 """
 
 import os
@@ -35,7 +35,10 @@ def _seed_and_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
-    keras.backend.clear_session()
+    # No garbage collection per test (0.3 s each, a third of the suite's time):
+    # tests/conftest.py collects once per test module.
+    keras.backend.clear_session(free_memory=False)
+
 
 
 @pytest.fixture

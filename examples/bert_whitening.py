@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_space.callbacks.similarity_evaluator import similarity_correlations  # noqa: E402
+from keras_space.callbacks import similarity_correlations  # noqa: E402
 from keras_space.datasets import load_sts  # noqa: E402
 from keras_space.layers import WhiteningLayer  # noqa: E402
 from keras_space.models import encode_texts, sentence_encoder  # noqa: E402

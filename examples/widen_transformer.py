@@ -22,7 +22,7 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_space.callbacks.similarity_evaluator import similarity_correlations  # noqa: E402
+from keras_space.callbacks import similarity_correlations  # noqa: E402
 from keras_space.datasets import load_sts  # noqa: E402
 from keras_space.growth import narrow_outputs, widen  # noqa: E402
 from keras_space.models import encode_texts, sentence_encoder  # noqa: E402

@@ -119,7 +119,8 @@ def smooth_step(x, sigma=1.0, kernel="gaussian"):
     Args:
         x: input tensor.
         sigma: positive width of the kernel (scalar or broadcastable tensor).
-        kernel: "gaussian", "logistic" or "cauchy".
+            Defaults to `1.0`.
+        kernel: "gaussian", "logistic" or "cauchy". Defaults to `"gaussian"`.
 
     Example:
 
@@ -393,10 +394,10 @@ def mollify(fn, x, sigma=1.0, kernel="gaussian", num_points=256, rule="auto"):
     Args:
         fn: elementwise callable written with keras.ops.
         x: input tensor.
-        sigma: positive kernel width (scalar or broadcastable to x).
-        kernel: "gaussian", "logistic" or "cauchy".
-        num_points: cells (lattice) or nodes (gauss).
-        rule: "auto", "lattice" or "gauss".
+        sigma: positive kernel width (scalar or broadcastable to x). Defaults to `1.0`.
+        kernel: "gaussian", "logistic" or "cauchy". Defaults to `"gaussian"`.
+        num_points: cells (lattice) or nodes (gauss). Defaults to `256`.
+        rule: "auto", "lattice" or "gauss". Defaults to `"auto"`.
 
     Example:
 

@@ -1,15 +1,45 @@
 """Test helpers. The autouse seeding/policy fixture, `sts_dir` and the environment
 live in ../conftest.py (shared with README.md's code blocks)."""
 
+import functools
+import gc
+
 import pytest
 
 
-def load_minilm(sequence_length):
-    """The pretrained MiniLM backbone and a preprocessor of `sequence_length` tokens."""
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage_per_module():
+    """Garbage collection once per module (the per-test Keras reset skips it)."""
+    yield
+    gc.collect()
+
+
+@functools.lru_cache(maxsize=1)
+def _minilm_backbone():
     keras_hub = pytest.importorskip("keras_hub")
     from keras_space.utils import minilm_path
 
-    path = minilm_path()
-    backbone = keras_hub.models.BertBackbone.from_preset(path)
-    pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=sequence_length)
-    return backbone, pre
+    return keras_hub.models.BertBackbone.from_preset(minilm_path())
+
+
+@functools.cache
+def _minilm_preprocessor(sequence_length):
+    import keras_hub
+
+    from keras_space.utils import minilm_path
+
+    return keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        minilm_path(), sequence_length=sequence_length
+    )
+
+
+def load_minilm(sequence_length):
+    """The pretrained MiniLM backbone and a preprocessor of `sequence_length` tokens.
+
+    The backbone is loaded once per session and shared: no test may change its
+    weights (P-tuning freezes it and checks it stays bit-identical; widening
+    builds a new model). A test that changes its `trainable` flag restores it.
+    """
+    backbone = _minilm_backbone()
+    backbone.trainable = True
+    return backbone, _minilm_preprocessor(sequence_length)

@@ -87,8 +87,8 @@ class SimilarityEvaluator(keras.callbacks.Callback):
         encode: optional function `(encoder, inputs) -> (n, d) array`; the
             default is `encoder.predict(inputs)`. Use it to tokenise text,
             e.g. with `keras_space.models.encode_texts`.
-        name: prefix of the logged keys.
-        verbose: print the figures after each epoch.
+        name: prefix of the logged keys. Defaults to `"sts"`.
+        verbose: print the figures after each epoch. Defaults to `0`.
 
     Example:
 

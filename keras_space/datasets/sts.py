@@ -44,7 +44,7 @@ def load_sts(path, skip_unscored=True):
             a folder: every `*.tsv` below it, read file by file.
         skip_unscored: drop pairs whose score field is empty (they have no gold
             score; the standard evaluation skips them). If False they are kept
-            with score NaN.
+            with score NaN. Defaults to `True`.
 
     Returns:
         For a file: `(sentences1, sentences2, scores)` (two lists of str and a

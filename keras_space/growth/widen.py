@@ -357,9 +357,9 @@ def widen(model, factor, noise=0.0, keep_output_width=False, seed=None):
         model: the model to widen.
         factor: integer k >= 2.
         noise: relative size of the symmetry-breaking noise (0 = exact copies).
-            The function is preserved for any value (to float rounding).
-        keep_output_width: see above.
-        seed: seed of the noise.
+            The function is preserved for any value (to float rounding). Defaults to `0.0`.
+        keep_output_width: see above. Defaults to `False`.
+        seed: seed of the noise. Defaults to `None`.
 
     Returns:
         The widened model.

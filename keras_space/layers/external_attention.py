@@ -26,11 +26,11 @@ class ExternalAttention(TokenMixer):
     position t never sees later ones. The normalisations run in float32.
 
     Args:
-        memory_units: S, the number of memory slots (the paper uses 64).
-        causal: bool.
-        dropout: dropout on the block output.
-        layer_norm_epsilon: epsilon of the LayerNorm.
-        seed: dropout seed.
+        memory_units: S, the number of memory slots (the paper uses 64). Defaults to `64`.
+        causal: bool. Defaults to `False`.
+        dropout: dropout on the block output. Defaults to `0.0`.
+        layer_norm_epsilon: epsilon of the LayerNorm. Defaults to `1e-06`.
+        seed: dropout seed. Defaults to `None`.
 
     Call arguments:
         inputs: (batch, sequence, channels).

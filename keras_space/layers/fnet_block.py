@@ -28,10 +28,10 @@ class FNetBlock(TokenMixer):
     variant (the DFT is not triangular).
 
     Args:
-        ffn_dim: hidden width of the feed-forward layer.
-        dropout: dropout on the feed-forward output.
-        layer_norm_epsilon: epsilon of the LayerNorms.
-        seed: dropout seed.
+        ffn_dim: hidden width of the feed-forward layer. Defaults to `256`.
+        dropout: dropout on the feed-forward output. Defaults to `0.0`.
+        layer_norm_epsilon: epsilon of the LayerNorms. Defaults to `1e-12`.
+        seed: dropout seed. Defaults to `None`.
 
     Call arguments:
         inputs: (batch, sequence, channels).

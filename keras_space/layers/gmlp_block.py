@@ -25,14 +25,16 @@ class GMLPBlock(TokenMixer):
     attention); `causal=True` makes W triangular and the tiny attention causal.
 
     Args:
-        ffn_dim: width of the gated projection (even).
+        ffn_dim: width of the gated projection (even). Defaults to `256`.
         tiny_attention_dim: None for gMLP; an int (aMLP uses 64) adds a
             single-head attention of that size whose output is added to the gate.
+            Defaults to `None`.
         spatial_init_scale: W is initialised uniform in +-scale / sequence.
-        causal: bool.
-        dropout: dropout on the block output.
-        layer_norm_epsilon: epsilon of the LayerNorms.
-        seed: dropout seed.
+            Defaults to `0.001`.
+        causal: bool. Defaults to `False`.
+        dropout: dropout on the block output. Defaults to `0.0`.
+        layer_norm_epsilon: epsilon of the LayerNorms. Defaults to `1e-06`.
+        seed: dropout seed. Defaults to `None`.
 
     Call arguments:
         inputs: (batch, sequence, channels).

@@ -24,11 +24,12 @@ class MLPMixerBlock(TokenMixer):
 
     Args:
         tokens_mlp_dim: hidden width of the token-mixing MLP; None = sequence length.
-        channels_mlp_dim: hidden width of the channel MLP.
-        causal: bool, triangular token mixing.
-        dropout: dropout after each MLP.
-        layer_norm_epsilon: epsilon of the LayerNorms.
-        seed: dropout seed.
+            Defaults to `None`.
+        channels_mlp_dim: hidden width of the channel MLP. Defaults to `256`.
+        causal: bool, triangular token mixing. Defaults to `False`.
+        dropout: dropout after each MLP. Defaults to `0.0`.
+        layer_norm_epsilon: epsilon of the LayerNorms. Defaults to `1e-06`.
+        seed: dropout seed. Defaults to `None`.
 
     Call arguments:
         inputs: (batch, sequence, channels).

@@ -45,20 +45,20 @@ class PromptEncoder(keras.layers.Layer):
     Args:
         num_virtual_tokens: int >= 1, the number of virtual tokens.
         embedding_dim: int >= 1, the width of the token embeddings.
-        encoder: `"mlp"`, `"lstm"` or `"none"`.
+        encoder: `"mlp"`, `"lstm"` or `"none"`. Defaults to `"mlp"`.
         encoder_hidden_dim: width of the encoder's hidden layers; defaults to
             `embedding_dim`. Must be even for `"lstm"` (two directions).
         dropout: dropout rate on the encoder's hidden activations (on the prompt
-            itself for `"none"`), in [0, 1).
+            itself for `"none"`), in [0, 1). Defaults to `0.0`.
         initializer: initializer of the virtual-token table (default: BERT's
             truncated normal, stddev 0.02).
         placeholder_ids: None (prefix mode) or a list of `num_virtual_tokens`
-            distinct token ids (template mode).
+            distinct token ids (template mode). Defaults to `None`.
         max_sequence_length: optional longest sequence the layer may output
             (e.g. the backbone's position table, `backbone.max_sequence_length`);
             a longer sequence raises a `ValueError` when the length is static,
-            and an `InvalidArgumentError` naming the limit at run time.
-        seed: seed of the dropout.
+            and an `InvalidArgumentError` naming the limit at run time. Defaults to `None`.
+        seed: seed of the dropout. Defaults to `None`.
 
     Call arguments:
         inputs: token embeddings (batch, seq, embedding_dim).

@@ -54,10 +54,10 @@ class RandomProjection(keras.layers.Layer):
         units: output dimension.
         kind: "gaussian" (N(0, 1/units) entries), "sparse" (Achlioptas/Li:
             +-1/sqrt(density*units) with probability density, else 0) or
-            "orthogonal" (scaled orthonormal columns).
+            "orthogonal" (scaled orthonormal columns). Defaults to `"gaussian"`.
         density: fraction of non-zeros for "sparse"; "auto" is
-            1/sqrt(input_dim) (Li, Hastie & Church).
-        seed: int seed for the matrix (None: random).
+            1/sqrt(input_dim) (Li, Hastie & Church). Defaults to `"auto"`.
+        seed: int seed for the matrix (None: random). Defaults to `None`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:

@@ -24,11 +24,11 @@ class ResMLPBlock(TokenMixer):
     reach real positions; `causal=True` makes A triangular.
 
     Args:
-        channels_mlp_dim: hidden width of the channel MLP.
-        layerscale_init: initial LayerScale value.
-        causal: bool, triangular token mixing.
-        dropout: dropout on both branches.
-        seed: dropout seed.
+        channels_mlp_dim: hidden width of the channel MLP. Defaults to `256`.
+        layerscale_init: initial LayerScale value. Defaults to `0.1`.
+        causal: bool, triangular token mixing. Defaults to `False`.
+        dropout: dropout on both branches. Defaults to `0.0`.
+        seed: dropout seed. Defaults to `None`.
 
     Call arguments:
         inputs: (batch, sequence, channels).

@@ -19,11 +19,11 @@ class SimHash(keras.layers.Layer):
 
     Args:
         num_bits: bits per table (<= 62 for `output_mode="packed"`).
-        num_tables: independent tables (for bucketed LSH retrieval).
+        num_tables: independent tables (for bucketed LSH retrieval). Defaults to `1`.
         output_mode: "bits" gives int32 0/1 codes of shape (..., num_tables,
             num_bits); "packed" gives one int64 per table, sum_i bit_i 2^i,
-            of shape (..., num_tables).
-        seed: int seed of the hyperplanes (None: random).
+            of shape (..., num_tables). Defaults to `"bits"`.
+        seed: int seed of the hyperplanes (None: random). Defaults to `None`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:

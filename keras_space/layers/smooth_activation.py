@@ -98,12 +98,13 @@ class SmoothActivation(_SmoothBase):
         fn: "relu", "abs", "sign", "step", "floor", or an elementwise callable
             written with keras.ops (register it with
             `keras.saving.register_keras_serializable` to save the layer).
-        sigma: initial kernel width, > 0.
+            Defaults to `"relu"`.
+        sigma: initial kernel width, > 0. Defaults to `1.0`.
         kernel: "gaussian", "logistic" or "cauchy" (Cauchy only for bounded
-            functions: sign, step, or a bounded callable).
-        trainable_sigma: learn the width (parametrised as log sigma).
-        per_channel: one width per channel of the last axis.
-        num_points: quadrature size for callables (see `mollify`).
+            functions: sign, step, or a bounded callable). Defaults to `"gaussian"`.
+        trainable_sigma: learn the width (parametrised as log sigma). Defaults to `False`.
+        per_channel: one width per channel of the last axis. Defaults to `False`.
+        num_points: quadrature size for callables (see `mollify`). Defaults to `256`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:

@@ -16,10 +16,10 @@ class SmoothLeakyReLU(_SmoothBase):
     default, as in the SAU paper.
 
     Args:
-        alpha: initial negative slope.
-        sigma: initial kernel width, > 0.
-        kernel: "gaussian" or "logistic".
-        trainable_alpha: learn alpha.
+        alpha: initial negative slope. Defaults to `0.01`.
+        sigma: initial kernel width, > 0. Defaults to `1.0`.
+        kernel: "gaussian" or "logistic". Defaults to `"gaussian"`.
+        trainable_alpha: learn alpha. Defaults to `True`.
         trainable_sigma: learn the width (parametrised as log sigma).
         per_channel: one alpha and one width per channel of the last axis.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).

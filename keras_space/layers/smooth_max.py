@@ -13,10 +13,10 @@ class SmoothMax(_SmoothBase):
     of the same shape.
 
     Args:
-        sigma: initial kernel width, > 0.
-        kernel: "gaussian" or "logistic".
-        trainable_sigma: learn the width (parametrised as log sigma).
-        per_channel: one width per channel of the last axis.
+        sigma: initial kernel width, > 0. Defaults to `1.0`.
+        kernel: "gaussian" or "logistic". Defaults to `"gaussian"`.
+        trainable_sigma: learn the width (parametrised as log sigma). Defaults to `False`.
+        per_channel: one width per channel of the last axis. Defaults to `False`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:

@@ -12,10 +12,10 @@ class SmoothSign(_SmoothBase):
     See `keras_space.activations.smooth_sign` for the formula.
 
     Args:
-        sigma: initial kernel width, > 0.
-        kernel: "gaussian", "logistic" or "cauchy".
-        trainable_sigma: learn the width (parametrised as log sigma).
-        per_channel: one width per channel of the last axis.
+        sigma: initial kernel width, > 0. Defaults to `1.0`.
+        kernel: "gaussian", "logistic" or "cauchy". Defaults to `"gaussian"`.
+        trainable_sigma: learn the width (parametrised as log sigma). Defaults to `False`.
+        per_channel: one width per channel of the last axis. Defaults to `False`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:

@@ -29,13 +29,14 @@ class SynthesizerAttention(TokenMixer):
     masks keys after the query. The softmax runs in float32.
 
     Args:
-        num_heads: number of heads (must divide the channels).
-        mode: `"random"` or `"dense"`.
+        num_heads: number of heads (must divide the channels). Defaults to `1`.
+        mode: `"random"` or `"dense"`. Defaults to `"random"`.
         hidden_dim: width of the dense synthesiser's hidden layer; None = channels.
-        causal: bool.
-        dropout: dropout on the attention weights and the block output.
-        layer_norm_epsilon: epsilon of the LayerNorm.
-        seed: dropout seed.
+            Defaults to `None`.
+        causal: bool. Defaults to `False`.
+        dropout: dropout on the attention weights and the block output. Defaults to `0.0`.
+        layer_norm_epsilon: epsilon of the LayerNorm. Defaults to `1e-06`.
+        seed: dropout seed. Defaults to `None`.
 
     Call arguments:
         inputs: (batch, sequence, channels).

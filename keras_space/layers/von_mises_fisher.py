@@ -55,10 +55,10 @@ class VonMisesFisher(keras.layers.Layer):
 
     Args:
         kappa: concentration (> 0); the initial value when learned.
-        learn_kappa: learn kappa (one scalar) by gradient descent.
-        sampler: "auto", "table" (fixed kappa only) or "wood".
-        sample_in_inference: output samples also when `training=False`.
-        seed: int seed for the samples (None: random).
+        learn_kappa: learn kappa (one scalar) by gradient descent. Defaults to `False`.
+        sampler: "auto", "table" (fixed kappa only) or "wood". Defaults to `"auto"`.
+        sample_in_inference: output samples also when `training=False`. Defaults to `False`.
+        seed: int seed for the samples (None: random). Defaults to `None`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:

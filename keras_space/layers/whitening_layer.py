@@ -94,13 +94,15 @@ class WhiteningLayer(keras.layers.Layer):
     Args:
         n_components: k, the number of components kept (None: all). Capped at
             the rank of the adapted data, with a warning, when `adapt` runs
-            before the layer is built.
-        beta: how much of the mean to remove (1: all).
+            before the layer is built. Defaults to `None`.
+        beta: how much of the mean to remove (1: all). Defaults to `1.0`.
         gamma: the power of the eigenvalue scaling (1: whitening, 0: rotation).
+            Defaults to `1.0`.
         epsilon: added to the eigenvalues before the power (default 0, exact
             whitening as in the paper and sklearn; the rank cap already keeps
             zero-variance directions out).
         mode: "pca" (output k dims, PCA order) or "zca" (output d dims).
+            Defaults to `"pca"`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:

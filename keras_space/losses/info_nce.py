@@ -22,12 +22,14 @@ class InfoNCE(keras.losses.Loss):
     logits and the softmax run in float32 under mixed precision.
 
     Args:
-        temperature: softmax temperature (> 0); 0.05 is SimCSE's.
-        symmetric: also average the positive-to-anchor loss.
+        temperature: softmax temperature (> 0); 0.05 is SimCSE's. Defaults to `0.05`.
+        symmetric: also average the positive-to-anchor loss. Defaults to `False`.
         similarity: "cosine" (embeddings are L2-normalised first) or "dot".
+            Defaults to `"cosine"`.
         mask_duplicates: read (batch,) integer labels from `y_true` and drop
-            same-label pairs from each other's negatives.
+            same-label pairs from each other's negatives. Defaults to `False`.
         reduction, name, dtype: as for any `keras.losses.Loss`.
+            Defaults to `"sum_over_batch_size"`.
 
     Call arguments:
         y_true: ignored (None is fine) unless `mask_duplicates`, then the

@@ -69,7 +69,7 @@ class GradCacheModel(keras.Model):
             embeddings (used for anchors, and for positives unless
             `positive_encoder` is given).
         micro_batch_size: samples per micro-batch in passes 1 and 3.
-        positive_encoder: optional second tower for the positives.
+        positive_encoder: optional second tower for the positives. Defaults to `None`.
         **kwargs: `keras.Model` keyword arguments (`name`, ...).
 
     Raises:

@@ -85,21 +85,23 @@ def p_tuning_model(
             `segment_embedding` (optional), `embeddings_add`,
             `embeddings_layer_norm`, `embeddings_dropout`, `transformer_layers`).
             Its `trainable` flag is set to `train_backbone`.
-        num_classes: number of classes (classification head).
+        num_classes: number of classes (classification head). Defaults to `None`.
         num_virtual_tokens, encoder, encoder_hidden_dim, dropout, placeholder_ids:
-            passed to `PromptEncoder`.
+            passed to `PromptEncoder`. Default to `8`, `"mlp"`, `None`, `0.0`
+            and `None` (prefix mode).
         anchor_token_ids: optional token ids whose embeddings initialise the
-            virtual tokens (e.g. the ids of a hand-written prompt).
-        head: `"classification"` or `"masked_lm"`.
-        pooling: `"cls"` or `"mean"` (classification head).
-        label_token_ids: one token id per class (masked-LM head).
+            virtual tokens (e.g. the ids of a hand-written prompt). Defaults to `None`.
+        head: `"classification"` or `"masked_lm"`. Defaults to `"classification"`.
+        pooling: `"cls"` or `"mean"` (classification head). Defaults to `"cls"`.
+        label_token_ids: one token id per class (masked-LM head). Defaults to `None`.
         mask_token_id: the `[MASK]` id (masked-LM head); the first occurrence
-            in each row is scored.
-        masked_lm_head: optional pretrained masked-LM head layer.
+            in each row is scored. Defaults to `None`.
+        masked_lm_head: optional pretrained masked-LM head layer. Defaults to `None`.
         sequence_length: optional static input length; checked against the
             backbone's position table when given (by the `PromptEncoder`).
-        train_backbone: bool, whether the backbone trains too.
-        seed: seed of the prompt encoder's dropout.
+            Defaults to `None`.
+        train_backbone: bool, whether the backbone trains too. Defaults to `False`.
+        seed: seed of the prompt encoder's dropout. Defaults to `None`.
 
     Returns:
         A `PTuningModel` (a functional `keras.Model`) taking the backbone's input dict (`token_ids`,

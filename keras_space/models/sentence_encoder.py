@@ -27,8 +27,8 @@ def sentence_encoder(backbone, pooling="mean", name="sentence_encoder"):
         pooling: "cls" (the first token's last hidden state), "mean"
             (padding-aware mean of the last layer) or "first_last_avg" (mean
             over tokens of the average of the first and the last Transformer
-            layer's outputs, as in BERT-whitening).
-        name: the model's name.
+            layer's outputs, as in BERT-whitening). Defaults to `"mean"`.
+        name: the model's name. Defaults to `"sentence_encoder"`.
 
     Returns:
         A `keras.Model` from the backbone's inputs to (batch, hidden_dim).
@@ -73,8 +73,31 @@ def encode_texts(encoder, preprocessor, texts, batch_size=64, length_multiple=16
     result is in the order of `texts`. Padding-aware pooling makes it equal to
     encoding at full length.
 
+    Args:
+        encoder: a model from the preprocessor's output dict to (batch, dim)
+            vectors (e.g. `sentence_encoder(backbone)`).
+        preprocessor: a keras-hub preprocessor (e.g.
+            `BertTextClassifierPreprocessor`) returning `token_ids`,
+            `padding_mask` (and `segment_ids`).
+        texts: a list of strings.
+        batch_size: sentences per forward pass. Defaults to `64`.
+        length_multiple: batches are trimmed to a multiple of this many
+            tokens. Defaults to `16`.
+
     Returns:
         A float32 numpy array (len(texts), dim).
+
+    Example:
+
+    ```python
+    import keras_hub
+    from keras_space.models import encode_texts, sentence_encoder
+    from keras_space.utils import minilm_path
+
+    backbone = keras_hub.models.BertBackbone.from_preset(minilm_path())
+    pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(minilm_path())
+    vectors = encode_texts(sentence_encoder(backbone), pre, ["A cat.", "A dog sleeps."])
+    ```
     """
     batch_size = validation.positive_int("batch_size", batch_size)
     length_multiple = validation.positive_int("length_multiple", length_multiple)

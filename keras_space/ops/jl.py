@@ -46,10 +46,11 @@ def jl_min_dim(n_samples, eps=0.1, bound="su"):
     Args:
         n_samples: number of points N (scalar or array), >= 1.
         eps: distortion in (0, 1) (scalar or array; broadcast with n_samples).
+            Defaults to `0.1`.
         bound: "su" (n > 24 log N / eps^2, the smallest such integer) or
             "sklearn" (identical to `sklearn.random_projection.
             johnson_lindenstrauss_min_dim`, which truncates
-            4 log N / (eps^2/2 - eps^3/3)).
+            4 log N / (eps^2/2 - eps^3/3)). Defaults to `"su"`.
 
     Returns:
         An int (scalar inputs) or an int64 array.
@@ -136,7 +137,7 @@ def hamming_similarity(a, b, pairwise=False):
         a, b: 0/1 (or boolean) tensors whose last axes have the same length.
         pairwise: if True, a is (q, bits) and b is (n, bits) and the result is
             the (q, n) matrix of similarities (one matmul); otherwise a and b
-            broadcast elementwise.
+            broadcast elementwise. Defaults to `False`.
 
     Example:
 

@@ -25,10 +25,10 @@ def randomized_svd(matrix, rank, n_oversamples=10, n_iter="auto", seed=None):
     Args:
         matrix: a 2-D float32 or float64 tensor or array (m, n).
         rank: number of singular triplets k, 1 <= k <= min(m, n).
-        n_oversamples: extra sketch columns (10 is Halko's advice).
+        n_oversamples: extra sketch columns (10 is Halko's advice). Defaults to `10`.
         n_iter: power iterations, or "auto" (7 if k < 0.1 min(m, n), else 4,
-            as scikit-learn).
-        seed: int seed of the Gaussian test matrix (None: random).
+            as scikit-learn). Defaults to `"auto"`.
+        seed: int seed of the Gaussian test matrix (None: random). Defaults to `None`.
 
     Returns:
         (U, S, Vt) with shapes (m, k), (k,), (k, n), in the input's dtype

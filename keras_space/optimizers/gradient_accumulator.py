@@ -68,7 +68,7 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         inner_optimizer: the `keras.optimizers.Optimizer` that applies the
             updates.
         steps: number of micro-batches per update, >= 1.
-        name: optional name.
+        name: optional name. Defaults to `None`.
 
     Example:
 

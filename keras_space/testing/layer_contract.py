@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 _GARBAGE = 1e3  # what the masking clause writes at padded positions
+_EXPORTED = set()  # classes whose SavedModel clause ran in this process ("once")
 
 
 @keras_space_export("keras_space.testing.LayerContractError", serializable=False)
@@ -533,7 +534,7 @@ def run_layer_contract(
     padding_mask=None,
     run_fit=True,
     expect_trainable_change=None,
-    run_saved_model=True,
+    run_saved_model="once",
     run_mixed_precision=True,
     mixed_precision_output_dtype=None,
     rtol=1e-6,
@@ -566,9 +567,11 @@ def run_layer_contract(
             Defaults to True.
         expect_trainable_change: whether a fit step must move a trainable
             weight. Defaults to whether the layer has trainable weights.
-        run_saved_model: run the `model.export()` clause. Defaults to True;
-            it is the costliest clause, so run it once per class, not once
-            per constructor variant.
+        run_saved_model: run the `model.export()` clause: True, False, or
+            "once" (the first time this process checks `layer_cls`; the
+            clause is the costliest, and what it checks, that the class's
+            weights and call trace into a SavedModel, does not change with
+            the constructor variant). Defaults to `"once"`.
         run_mixed_precision: run the `mixed_float16` clause. Defaults to True.
         mixed_precision_output_dtype: the output dtype(s) expected under
             `mixed_float16`. Defaults to float16 for float outputs.
@@ -621,8 +624,11 @@ def run_layer_contract(
     else:
         model, _ = _build_model(fresh, input_data, input_dtypes, call_kwargs)
     check_keras_save(model, input_data, rtol, atol)
+    if run_saved_model == "once":
+        run_saved_model = layer_cls not in _EXPORTED
     if run_saved_model:
         check_saved_model(model, input_data, rtol, atol)
+        _EXPORTED.add(layer_cls)
     if run_mixed_precision:
         check_mixed_precision(make, input_data, input_dtypes, call_kwargs, run_fit,
                               mixed_precision_output_dtype)

@@ -49,7 +49,10 @@ def test_all_padding_row_pools_to_zero():
 
 @pytest.mark.parametrize("data", [H, [H, H2]])
 def test_layer_contract(data):
-    run_layer_contract(MaskedMeanPooling, {}, input_data=data, expected_output_shape=(4, 5))
+    run_layer_contract(
+        MaskedMeanPooling, {}, input_data=data, expected_output_shape=(4, 5), padding_mask=MASK,
+        expected_num_trainable_weights=0, expected_num_non_trainable_weights=0,
+    )
 
 
 def test_mask_input_survives_save_and_export(tmp_path):

@@ -130,6 +130,8 @@ def test_layer_contract(kwargs, data, shape):
         input_data=data,
         input_dtypes=dtypes,
         expected_output_shape=shape,
+        padding_mask=IDS != 0,
+        expected_num_non_trainable_weights=0,
     )
 
 

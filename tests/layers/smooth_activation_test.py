@@ -34,8 +34,8 @@ def hard_tanh(x):
         (SmoothSign, {"sigma": 0.3, "kernel": "cauchy", "trainable_sigma": True}),
         (SmoothLeakyReLU, {"alpha": 0.1, "sigma": 0.5}),
         (SmoothLeakyReLU, {"alpha": 0.1, "sigma": 0.5, "per_channel": True, "trainable_sigma": True}),
-        (SmoothActivation, {"fn": "floor", "sigma": 0.2, "trainable_sigma": True}),
         (SmoothActivation, {"fn": "step", "sigma": 0.2, "kernel": "logistic"}),
+        (SmoothActivation, {"fn": "floor", "sigma": 0.2, "trainable_sigma": True}),
         (SmoothActivation, {"fn": hard_tanh, "sigma": 0.4, "trainable_sigma": True, "num_points": 64}),
     ],
 )

@@ -267,4 +267,9 @@ def test_bad_arguments(cls, kwargs, match):
     (SynthesizerAttention, dict(num_heads=2, mode="dense")),
 ])
 def test_layer_contract(cls, kwargs):
-    run_layer_contract(cls, kwargs, input_data=X, expected_output_shape=X.shape)
+    run_layer_contract(
+        cls, kwargs, input_data=X, expected_output_shape=X.shape, padding_mask=MASK,
+        # Keras's Dropout owns a SeedGenerator only when its rate is > 0
+        expected_num_seed_generators=int(kwargs.get("dropout", 0.0) > 0),
+        expected_num_non_trainable_weights=0,
+    )
