@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 
 def _read_file(path, skip_unscored):
@@ -61,6 +62,7 @@ def load_sts(path, skip_unscored=True):
     by_file = load_sts("../shared/data/sts")  # {"2012/MSRpar.test": (...), ...}
     ```
     """
+    skip_unscored = validation.strict_bool("skip_unscored", skip_unscored)
     path = os.fspath(path)
     if os.path.isfile(path):
         return _read_file(path, skip_unscored)

@@ -397,6 +397,7 @@ def widen(model, factor, noise=0.0, keep_output_width=False, seed=None):
 @keras_space_export("keras_space.growth.widen_inputs")
 def widen_inputs(x, factor):
     """Hidden states of the original width -> the widened model's input form (repeat / sqrt(k))."""
+    factor = validation.positive_int("factor", factor, minimum=2)
     x = np.asarray(keras.ops.convert_to_numpy(x))
     return np.repeat(x, factor, axis=-1) / math.sqrt(factor)
 
@@ -409,6 +410,7 @@ def narrow_outputs(outputs, factor):
     multiplied by sqrt(k); a keras-hub BertBackbone's `"pooled_output"` (after
     tanh, form repeat) is averaged only. Accepts a tensor, a list or a dict.
     """
+    factor = validation.positive_int("factor", factor, minimum=2)
 
     def narrow(x, scaled=True):
         x = np.asarray(keras.ops.convert_to_numpy(x))

@@ -146,6 +146,7 @@ def hamming_similarity(a, b, pairwise=False):
     >>> float(hamming_similarity(np.array([1, 0, 1, 1]), np.array([1, 1, 1, 0])))
     0.5
     """
+    pairwise = validation.strict_bool("pairwise", pairwise)
     a = ops.cast(a, "float32")
     b = ops.cast(b, "float32")
     bits = a.shape[-1]

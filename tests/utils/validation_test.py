@@ -7,10 +7,16 @@ import pytest
 from keras_space import activations as A
 from keras_space import layers as L
 from keras_space.callbacks import SimilarityEvaluator
-from keras_space.growth import widen
+from keras_space.datasets import load_sts
+from keras_space.growth import narrow_outputs, widen, widen_inputs
 from keras_space.losses import InfoNCE
 from keras_space.models import GradCacheModel, encode_texts, sentence_encoder
-from keras_space.ops import jl_min_dim, randomized_svd, vmf_kl_to_uniform
+from keras_space.ops import (
+    hamming_similarity,
+    jl_min_dim,
+    randomized_svd,
+    vmf_kl_to_uniform,
+)
 from keras_space.optimizers import GradientAccumulator
 from keras_space.utils import validation as V
 
@@ -121,6 +127,10 @@ SWEEP = [
     (lambda **kw: widen(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), 2, **kw),
      dict(keep_output_width="yes"), "keep_output_width='yes'"),
     (lambda **kw: sentence_encoder(None, **kw), dict(pooling="max"), "pooling='max'"),
+    (lambda **kw: load_sts("nowhere.tsv", **kw), dict(skip_unscored="yes"), "skip_unscored='yes'"),
+    (lambda **kw: hamming_similarity([1, 0], [0, 1], **kw), dict(pairwise=1), "pairwise=1"),
+    (lambda **kw: widen_inputs(np.ones((1, 2)), **kw), dict(factor=1), "factor=1"),
+    (lambda **kw: narrow_outputs(np.ones((1, 4)), **kw), dict(factor=2.0), "factor=2.0"),
     (lambda **kw: encode_texts(None, None, ["a"], **kw), dict(batch_size=-1), "batch_size=-1"),
     (lambda **kw: SimilarityEvaluator((["a"] * 3, ["b"] * 3), [1.0, 2.0, 3.0], None, **kw),
      dict(verbose="loud"), "verbose='loud'"),
