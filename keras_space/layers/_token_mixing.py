@@ -76,10 +76,13 @@ class TokenMixer(keras.layers.Layer):
         return resolve_padding_mask(mask, padding_mask)
 
     def _zero_padding(self, x, m):
-        """Zero the padded positions so they cannot leak into other positions."""
+        """Zero the padded positions so they cannot leak into other positions.
+
+        A select, not a product: padded content may be NaN or inf (inf * 0 = NaN).
+        """
         if m is None:
             return x
-        return x * ops.cast(m[..., None], x.dtype)
+        return ops.where(m[..., None], x, ops.zeros_like(x))
 
     def compute_mask(self, inputs, mask=None, padding_mask=None):
         return mask

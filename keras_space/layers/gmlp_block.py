@@ -108,7 +108,8 @@ class GMLPBlock(TokenMixer):
         gate = self.spatial(self._zero_padding(self.gate_norm(z2), m))
         if self.attention is not None:
             allowed = key_mask(m, self.causal, self.sequence_length, self.sequence_length)
-            gate = gate + self.attention(x, x, attention_mask=allowed)
+            kv = self._zero_padding(x, m)  # masked keys still multiply their values by 0
+            gate = gate + self.attention(x, kv, attention_mask=allowed)
         out = self.proj_out(z1 * gate)
         return inputs + self.drop(out, training=training)
 

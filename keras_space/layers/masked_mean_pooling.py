@@ -58,7 +58,8 @@ class MaskedMeanPooling(keras.layers.Layer):
             pooled = ops.mean(x, axis=1)
         else:
             m = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)
-            total = ops.sum(x * m, axis=1)
+            # a select, not x * m: padded content may be NaN or inf
+            total = ops.sum(ops.where(m > 0, x, ops.zeros_like(x)), axis=1)
             count = ops.sum(m, axis=1)
             pooled = total / ops.maximum(count, 1.0)
         return ops.cast(pooled, self.compute_dtype)

@@ -112,7 +112,8 @@ class SynthesizerAttention(TokenMixer):
         )
         weights = ops.broadcast_to(weights, (ops.shape(inputs)[0], heads, n, n))
         weights = self.drop(ops.cast(weights, self.compute_dtype), training=training)
-        v = ops.reshape(self.value(h), (-1, n, heads, inputs.shape[-1] // heads))
+        v = self._zero_padding(self.value(h), m)  # weight 0 times a NaN value is NaN
+        v = ops.reshape(v, (-1, n, heads, inputs.shape[-1] // heads))
         out = ops.einsum("bhqk,bkhd->bqhd", weights, v)
         out = self.proj_out(ops.reshape(out, (-1, n, inputs.shape[-1])))
         return inputs + self.drop(out, training=training)

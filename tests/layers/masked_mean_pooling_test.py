@@ -62,3 +62,13 @@ def test_mask_input_survives_save_and_export(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(loaded.predict([H, MASK], verbose=0), reference(H, MASK), rtol=1e-6)
+
+
+def test_non_finite_padding_is_ignored():
+    poisoned = H.copy()
+    poisoned[~MASK] = np.nan
+    poisoned[~MASK & (np.arange(7)[None, :] % 2 == 0)] = np.inf
+    got = np.asarray(MaskedMeanPooling()(poisoned, padding_mask=MASK))
+    np.testing.assert_allclose(got, reference(H, MASK), rtol=1e-6)
+    got = np.asarray(MaskedMeanPooling()([poisoned, H2], padding_mask=MASK))
+    np.testing.assert_allclose(got, reference((H + H2) / 2, MASK), rtol=1e-6)

@@ -13,7 +13,7 @@ from keras_space.layers import (
     ResMLPBlock,
     SynthesizerAttention,
 )
-from keras_space.testing import run_layer_contract
+from keras_space.testing import check_masking, run_layer_contract
 
 RNG = np.random.default_rng(0)
 B, N, C = 3, 8, 16
@@ -273,3 +273,21 @@ def test_layer_contract(cls, kwargs):
         expected_num_seed_generators=int(kwargs.get("dropout", 0.0) > 0),
         expected_num_non_trainable_weights=0,
     )
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (MLPMixerBlock, dict(channels_mlp_dim=12)),
+    (MLPMixerBlock, dict(channels_mlp_dim=12, causal=True)),
+    (ResMLPBlock, dict(channels_mlp_dim=12)),
+    (GMLPBlock, dict(ffn_dim=12, tiny_attention_dim=4)),
+    (GMLPBlock, dict(ffn_dim=12, causal=True)),
+    (FNetBlock, dict(ffn_dim=12)),
+    (ExternalAttention, dict(memory_units=6, causal=True)),
+    (SynthesizerAttention, dict(num_heads=2, mode="random")),
+    (SynthesizerAttention, dict(num_heads=2, mode="dense", causal=True)),
+])
+def test_non_finite_padding_never_reaches_real_positions(cls, kwargs):
+    """NaN, inf and -inf at padded positions (inf * 0 = NaN once leaked through a product)."""
+    layer = cls(**kwargs)
+    layer(X)
+    check_masking(layer, X, MASK)
