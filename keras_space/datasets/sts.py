@@ -10,29 +10,42 @@ from keras_space.utils import validation
 
 def _read_file(path, skip_unscored):
     s1, s2, scores = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line:
+    with open(path, "rb") as f:
+        raw = f.read()
+    for lineno, encoded in enumerate(raw.splitlines(), 1):
+        try:
+            line = encoded.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start}); STS files are UTF-8"
+            ) from e
+        if not line:
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise ValueError(
+                f"{path}:{lineno}: expected 'score<TAB>s1<TAB>s2', got {len(parts)} fields"
+            )
+        score, a, b = parts
+        if not score.strip():
+            if skip_unscored:
                 continue
-            parts = line.split("\t")
-            if len(parts) != 3:
+            value = float("nan")
+        else:
+            try:
+                value = float(score)
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: score {score!r} is not a number") from e
+            if not np.isfinite(value):
                 raise ValueError(
-                    f"{path}:{lineno}: expected 'score<TAB>s1<TAB>s2', got {len(parts)} fields"
+                    f"{path}:{lineno}: score {score!r} is not finite (an unscored pair has an "
+                    "empty score field)"
                 )
-            score, a, b = parts
-            if not score.strip():
-                if skip_unscored:
-                    continue
-                value = float("nan")
-            else:
-                try:
-                    value = float(score)
-                except ValueError as e:
-                    raise ValueError(f"{path}:{lineno}: score {score!r} is not a number") from e
-            s1.append(a)
-            s2.append(b)
-            scores.append(value)
+        s1.append(a)
+        s2.append(b)
+        scores.append(value)
+    if not s1:
+        raise ValueError(f"{path}: no sentence pairs (the file is empty or every pair is unscored)")
     return s1, s2, np.asarray(scores, dtype="float64")
 
 

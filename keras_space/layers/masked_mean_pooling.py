@@ -17,7 +17,8 @@ class MaskedMeanPooling(keras.layers.Layer):
     averages them first. Padding comes from the `padding_mask` call argument
     (True/1 = real token) or from an upstream Keras mask, the argument winning
     when both are given (`keras_space.utils.masking`); without either every
-    position counts. A row with no real token pools to zeros. Sums run in
+    position counts. Inputs must be rank 3 (a `ValueError` otherwise); a
+    sequence of length 0 pools to zeros. A row with no real token pools to zeros. Sums run in
     float32 under mixed precision.
 
     Call arguments:
@@ -49,13 +50,19 @@ class MaskedMeanPooling(keras.layers.Layer):
 
     def call(self, inputs, padding_mask=None, mask=None):
         tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        for t in tensors:
+            if len(t.shape) != 3:
+                raise ValueError(
+                    "MaskedMeanPooling expects (batch, sequence, dim) inputs. "
+                    f"Received: inputs shape {tuple(t.shape)}"
+                )
         x = ops.cast(tensors[0], "float32")
         for t in tensors[1:]:
             x = x + ops.cast(t, "float32")
         x = x / float(len(tensors))
         padding_mask = resolve_padding_mask(mask, padding_mask)
-        if padding_mask is None:
-            pooled = ops.mean(x, axis=1)
+        if padding_mask is None:  # a length-0 sequence pools to zeros, as an all-padding row
+            pooled = ops.sum(x, axis=1) / ops.maximum(ops.cast(ops.shape(x)[1], "float32"), 1.0)
         else:
             m = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)
             # a select, not x * m: padded content may be NaN or inf

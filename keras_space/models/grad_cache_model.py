@@ -8,6 +8,8 @@ collectives. Stacking, casting and slicing outside those use `keras.ops` /
 `keras.tree`.
 """
 
+import inspect
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -232,8 +234,31 @@ class GradCacheModel(keras.Model):
             s.assign(value)
         return loss, scaled, grads, reps
 
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, refusing `sample_weight`/`class_weight` (see `train_step`).
+
+        Keras drops `sample_weight` silently when `y` is None, before
+        `train_step` sees the data, so the refusal is made here too.
+        """
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
+        for name in ("sample_weight", "class_weight"):
+            if bound.get(name) is not None:
+                raise ValueError(
+                    f"GradCacheModel.fit does not support `{name}` yet: the cached gradient is "
+                    "that of the unweighted in-batch loss, so weights would be silently "
+                    f"ignored. Received: {name} of type {type(bound[name]).__name__}"
+                )
+        return super().fit(*args, **kwargs)
+
     def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError(
+                "GradCacheModel.fit does not support `sample_weight` yet (here from the data: "
+                "a dataset yielding (x, y, sample_weight)): the cached gradient is that of "
+                "the unweighted in-batch loss, so weights would be silently ignored. "
+                f"Received: sample_weight of shape {tuple(sample_weight.shape)}"
+            )
         if not isinstance(x, (tuple, list)) or len(x) != 2:
             raise ValueError(
                 "GradCacheModel.fit takes x = (anchors, positives) (each a tensor or a "

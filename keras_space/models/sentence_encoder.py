@@ -101,6 +101,11 @@ def encode_texts(encoder, preprocessor, texts, batch_size=64, length_multiple=16
     """
     batch_size = validation.positive_int("batch_size", batch_size)
     length_multiple = validation.positive_int("length_multiple", length_multiple)
+    if isinstance(texts, (str, bytes)):
+        raise ValueError(
+            "`texts` must be a list of strings; a single string would be encoded "
+            f"character by character. Received: texts={texts!r} (use [texts])"
+        )
     texts = list(texts)
     if not texts:
         raise ValueError("`texts` is empty.")

@@ -35,3 +35,20 @@ def test_real_sts_folder(sts_dir):
     assert scores.min() >= 0 and scores.max() <= 5
     # 2016 files carry many unscored lines: only the scored 249 of headlines remain
     assert len(data["2016/headlines.test"][2]) == 249
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"1.0\ta\tb\nnan\tc\td\n", r"bad.tsv:2: score 'nan' is not finite"),
+        (b"inf\ta\tb\n", r"bad.tsv:1: score 'inf' is not finite"),
+        (b"", r"bad.tsv: no sentence pairs"),
+        (b"\tunscored\tpair\n", r"bad.tsv: no sentence pairs"),
+        (b"1.0\ta\tb\n2.0\tcaf\xe9\td\n", r"bad.tsv:2: not UTF-8"),
+    ],
+)
+def test_refusals_name_the_file_and_line(tmp_path, content, match):
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        load_sts(bad, skip_unscored=True)

@@ -72,3 +72,13 @@ def test_non_finite_padding_is_ignored():
     np.testing.assert_allclose(got, reference(H, MASK), rtol=1e-6)
     got = np.asarray(MaskedMeanPooling()([poisoned, H2], padding_mask=MASK))
     np.testing.assert_allclose(got, reference((H + H2) / 2, MASK), rtol=1e-6)
+
+
+def test_wrong_rank_is_refused_and_length_zero_pools_to_zeros():
+    with pytest.raises(ValueError, match=r"\(batch, sequence, dim\).*\(4, 5\)"):
+        MaskedMeanPooling()(H[:, 0])
+    empty = np.zeros((3, 0, 5), "float32")
+    np.testing.assert_array_equal(MaskedMeanPooling()(empty), np.zeros((3, 5)))
+    np.testing.assert_array_equal(
+        MaskedMeanPooling()(empty, padding_mask=np.zeros((3, 0), bool)), np.zeros((3, 5))
+    )

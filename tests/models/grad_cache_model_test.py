@@ -205,3 +205,16 @@ def test_two_towers_equal_a_plain_full_batch_tape():
         full = InfoNCE(0.1, symmetric=True)(None, model((A, P), training=True))
     np.testing.assert_allclose(float(loss), float(full), rtol=1e-6)
     assert relative(grads, tape.gradient(full, model.trainable_weights)) < 1e-5
+
+
+def test_sample_weight_is_refused_not_ignored():
+    model = built(GradCacheModel(encoder(), micro_batch_size=16))
+    before = model.get_weights()
+    for kwargs in (dict(sample_weight=np.zeros(50, "float32")), dict(class_weight={0: 1.0})):
+        with pytest.raises(ValueError, match="does not support `(sample|class)_weight`"):
+            model.fit((A, P), None, batch_size=50, verbose=0, **kwargs)
+    dataset = tf.data.Dataset.from_tensor_slices(((A, P), np.zeros(50, "int32"), np.zeros(50, "float32")))
+    with pytest.raises(ValueError, match="does not support `sample_weight`"):
+        model.fit(dataset.batch(50), verbose=0)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from conftest import load_minilm
 
+from conftest import load_minilm
 from keras_space.models import encode_texts, sentence_encoder
 
 SENTENCES = [
@@ -62,3 +62,16 @@ def test_padding_and_batching_do_not_change_vectors(minilm, tmp_path):
 def test_bad_pooling():
     with pytest.raises(ValueError, match="pooling='max'"):
         sentence_encoder(None, pooling="max")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(texts="hello"), r"a list of strings.*texts='hello'"),
+        (dict(texts=[]), "empty"),
+        (dict(texts=["a"], batch_size=-1), "batch_size=-1"),
+    ],
+)
+def test_encode_texts_refuses_bad_texts(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        encode_texts(None, None, **kwargs)
