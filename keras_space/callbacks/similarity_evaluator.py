@@ -1,5 +1,7 @@
 """SimilarityEvaluator: STS-style Spearman/Pearson of cosine similarity, per epoch."""
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -29,9 +31,43 @@ def _average_ranks(x):
 
 
 def _pearson(a, b):
+    """Pearson correlation; 0.0 (with a warning) when either side is constant."""
     a = np.asarray(a, dtype="float64") - np.mean(a)
     b = np.asarray(b, dtype="float64") - np.mean(b)
-    return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
+    denominator = np.sqrt(np.sum(a * a) * np.sum(b * b))
+    if denominator == 0.0:
+        warnings.warn(
+            "Correlation of a constant: every cosine similarity is the same (a collapsed "
+            "encoder?); reporting 0.0.",
+            stacklevel=3,
+        )
+        return 0.0
+    return float(np.sum(a * b) / denominator)
+
+
+def _check_scores(scores):
+    scores = np.asarray(scores, dtype="float64")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("`scores` contains NaN or inf (unscored pairs?); drop them first.")
+    if scores.size and np.all(scores == scores[0]):
+        raise ValueError(
+            "`scores` are all equal: a correlation with them is undefined. "
+            f"Received: scores={scores[:5].tolist()}..."
+        )
+    return scores
+
+
+def _check_embeddings(name, emb):
+    emb = np.asarray(emb, dtype="float64")
+    if emb.ndim != 2:
+        raise ValueError(f"`{name}` must be (n, dim). Received: shape {emb.shape}")
+    bad = int(np.sum(~np.all(np.isfinite(emb), axis=1)))
+    if bad:
+        raise ValueError(f"`{name}` has {bad} rows with NaN or inf: the encoder diverged.")
+    zero = int(np.sum(~np.any(emb != 0, axis=1)))
+    if zero:
+        raise ValueError(f"`{name}` has {zero} all-zero rows: their cosine similarity is undefined.")
+    return emb
 
 
 def _spearman(a, b):
@@ -50,6 +86,11 @@ def similarity_correlations(emb1, emb2, scores):
         emb2: (n, dim) array, the second sentence of each pair.
         scores: (n,) gold similarity scores.
 
+    Raises:
+        ValueError: NaN/inf or all-zero embedding rows (naming how many), and
+            constant or non-finite scores. A constant similarity (a collapsed
+            encoder) gives 0.0 with a warning.
+
     Returns:
         A `(spearman, pearson)` tuple of floats.
 
@@ -63,7 +104,15 @@ def similarity_correlations(emb1, emb2, scores):
     spearman, pearson = similarity_correlations(a, b, np.arange(10.0))
     ```
     """
-    cos = _cosine_similarity_rows(emb1, emb2)
+    scores = _check_scores(scores)
+    cos = _cosine_similarity_rows(_check_embeddings("emb1", emb1), _check_embeddings("emb2", emb2))
+    if cos.shape != scores.shape:
+        raise ValueError(
+            f"`emb1`, `emb2` and `scores` must have the same number of rows. Received "
+            f"{len(cos)} pairs and {len(scores)} scores"
+        )
+    if np.ptp(cos) <= 1e-12:  # equal up to rounding: ranks of rounding noise mean nothing
+        return _pearson(np.zeros_like(cos), scores), 0.0
     return _spearman(cos, scores), _pearson(cos, scores)
 
 
@@ -126,8 +175,7 @@ class SimilarityEvaluator(keras.callbacks.Callback):
             )
         if len(self.scores) < 3:
             raise ValueError(f"At least 3 scored pairs are needed. Received {len(self.scores)}")
-        if not np.all(np.isfinite(self.scores)):
-            raise ValueError("`scores` contains NaN or inf (unscored pairs?); drop them first.")
+        _check_scores(self.scores)
         self.encoder = encoder
         self.encode = encode
         self.name = name

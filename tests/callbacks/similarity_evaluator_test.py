@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from keras_space.callbacks import SimilarityEvaluator
+from keras_space.callbacks import SimilarityEvaluator, similarity_correlations
 from keras_space.callbacks.similarity_evaluator import (
     _average_ranks,
     _pearson,
@@ -47,3 +47,33 @@ def test_bad_input():
         SimilarityEvaluator((np.ones((5, 2)), np.ones((5, 2))), [1, 2, np.nan, 3, 4], lambda x: x)
     with pytest.raises(ValueError, match="sentences1, sentences2"):
         SimilarityEvaluator(np.ones((5, 2)), np.ones(5), lambda x: x)
+
+
+E = np.random.default_rng(1).normal(size=(6, 4))
+GOLD = np.arange(6.0)
+
+
+@pytest.mark.parametrize(
+    "emb1, scores, match",
+    [
+        (np.where(np.arange(6)[:, None] == 2, np.nan, E), GOLD, "`emb1` has 1 rows with NaN or inf"),
+        (np.where(np.arange(6)[:, None] < 2, 0.0, E), GOLD, "`emb1` has 2 all-zero rows"),
+        (E, np.full(6, 3.0), "`scores` are all equal"),
+        (E, np.r_[GOLD[:5], np.inf], "NaN or inf"),
+        (E[:, 0], GOLD, r"must be \(n, dim\)"),
+        (E, GOLD[:5], "same number of rows"),
+    ],
+)
+def test_degenerate_inputs_are_refused(emb1, scores, match):
+    with pytest.raises(ValueError, match=match):
+        similarity_correlations(emb1, E, scores)
+
+
+def test_constant_similarity_reports_zero_with_a_warning():
+    with pytest.warns(UserWarning, match="collapsed encoder"):
+        assert similarity_correlations(E, E, GOLD) == (0.0, 0.0)
+
+
+def test_evaluator_refuses_constant_gold_scores():
+    with pytest.raises(ValueError, match="all equal"):
+        SimilarityEvaluator((E, E), np.ones(6), encoder=None)
