@@ -80,7 +80,8 @@ class SimHash(keras.layers.Layer):
 
     def call(self, inputs):
         # Signs in float32: a float16 product can round a small projection to 0.
-        proj = ops.matmul(ops.cast(inputs, "float32"), ops.cast(self.hyperplanes, "float32"))
+        inputs = validation.all_finite("inputs", ops.cast(inputs, "float32"))  # NaN has no code
+        proj = ops.matmul(inputs, ops.cast(self.hyperplanes, "float32"))
         shape = ops.shape(proj)[:-1] + (self.num_tables, self.num_bits)
         bits = ops.cast(ops.reshape(proj > 0, shape), "int32")
         if self.output_mode == "bits":

@@ -147,8 +147,8 @@ def hamming_similarity(a, b, pairwise=False):
     0.5
     """
     pairwise = validation.strict_bool("pairwise", pairwise)
-    a = ops.cast(a, "float32")
-    b = ops.cast(b, "float32")
+    a = validation.all_bits("a", ops.cast(a, "float32"))
+    b = validation.all_bits("b", ops.cast(b, "float32"))
     bits = a.shape[-1]
     if bits is None or b.shape[-1] != bits:
         raise ValueError(

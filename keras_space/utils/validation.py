@@ -201,3 +201,44 @@ def positive_values(name, value):
         if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
             _fail(name, "positive and finite", value)
     return value
+
+
+def _tensor_check(name, tensor, ok, what):
+    """Raise when `ok` (a boolean tensor over `tensor`) is not all True.
+
+    Eagerly: a `ValueError` naming the argument and how many entries fail. Inside a
+    traced function (TensorFlow backend): an `InvalidArgumentError` at run time with
+    the same message (a graph cannot raise a Python error when its data arrive).
+    """
+    import keras
+
+    message = f"`{name}` must hold {what}"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            tf.debugging.assert_equal(tf.reduce_all(ok), True, message=message)
+            return tensor
+    bad = int(np.sum(~np.asarray(keras.ops.convert_to_numpy(ok))))
+    if bad:
+        raise ValueError(f"{message}. Received: {name} with {bad} entries that are not")
+    return tensor
+
+
+@keras_space_export("keras_space.utils.validation.all_finite", serializable=False)
+def all_finite(name, tensor):
+    """A float tensor without NaN or inf (checked at run time inside graphs). Returns it."""
+    import keras
+
+    return _tensor_check(name, tensor, keras.ops.isfinite(tensor), "finite values only (no NaN or inf)")
+
+
+@keras_space_export("keras_space.utils.validation.all_bits", serializable=False)
+def all_bits(name, tensor):
+    """A tensor of 0/1 values only (checked at run time inside graphs). Returns it."""
+    import keras
+
+    ops = keras.ops
+    return _tensor_check(
+        name, tensor, ops.logical_or(ops.equal(tensor, 0), ops.equal(tensor, 1)), "0/1 bits only"
+    )

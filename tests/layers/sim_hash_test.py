@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_space.layers import SimHash
 from keras_space.ops import hamming_similarity
@@ -74,3 +75,20 @@ def test_layer_contract_bits_and_packed():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SimHash(**kwargs)
+
+
+def test_non_finite_inputs_are_refused_not_hashed():
+    layer = SimHash(num_bits=8, seed=0)
+    x = np.ones((3, 4), "float32")
+    layer(x)
+    x[1, 2] = np.nan
+    with pytest.raises(ValueError, match="`inputs` must hold finite values.*1 entries"):
+        layer(x)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="finite values"):
+        tf.function(layer)(x)
+
+
+def test_hamming_similarity_refuses_values_that_are_not_bits():
+    code = np.array([2, -1, 0, 1])
+    with pytest.raises(ValueError, match="`a` must hold 0/1 bits only.*2 entries"):
+        hamming_similarity(code, code)
