@@ -23,8 +23,10 @@ SAMPLERS = ("auto", "wood", "table")
 class VonMisesFisher(keras.layers.Layer):
     """von Mises-Fisher latent: mean direction in, sample on the sphere out.
 
-    The input (any non-zero vector; it is normalised inside, and a zero vector
-    is mapped to the first basis vector) is the mean direction mu. In training
+    The input (any non-zero vector; it is normalised inside, after division
+    by its largest entry so that huge and tiny vectors work; a zero vector is
+    mapped to the first basis vector, a NaN/inf entry makes the output row
+    NaN) is the mean direction mu. In training
     the layer outputs z ~ vMF(mu, kappa) on S^{d-1}, reparameterised through
     mu: z = w mu + sqrt(1 - w^2) nu, where w does not depend on mu and nu is a
     uniform unit vector orthogonal to mu, so gradients reach mu through z. In
@@ -157,12 +159,21 @@ class VonMisesFisher(keras.layers.Layer):
         return vmf.vmf_kl_to_uniform(self.dim, self.current_kappa())
 
     def mean_direction(self, inputs):
-        """Unit vectors along the inputs (float32); zero vectors map to e_1."""
-        x = ops.cast(inputs, "float32")
-        norm = ops.norm(x, axis=-1, keepdims=True)
-        basis = ops.one_hot(0, self.dim, dtype="float32")
-        safe = ops.where(norm > 0, norm, ops.ones_like(norm))
-        return ops.where(norm > 0, x / safe, ops.broadcast_to(basis, ops.shape(x)))
+        """Unit vectors along the inputs (float32).
+
+        Divided by the largest |entry| first, so 1e30-sized and 1e-30-sized
+        vectors (float64 inputs are normalised in float64) give their unit
+        vector; exact zero vectors map to e_1; a NaN or inf entry makes the
+        row NaN (a non-finite input never becomes a valid direction).
+        """
+        work = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
+        x = ops.cast(inputs, work)
+        scale = ops.max(ops.abs(x), axis=-1, keepdims=True)
+        zero = ops.equal(scale, 0.0)  # False for NaN: NaN propagates
+        x = x / ops.where(zero, ops.ones_like(scale), scale)
+        x = x / ops.where(zero, ops.ones_like(scale), ops.norm(x, axis=-1, keepdims=True))
+        basis = ops.one_hot(0, self.dim, dtype=work)
+        return ops.cast(ops.where(zero, ops.broadcast_to(basis, ops.shape(x)), x), "float32")
 
     def sample(self, mu):
         """A vMF sample around unit vectors `mu` (float32).

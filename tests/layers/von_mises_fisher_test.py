@@ -116,3 +116,17 @@ def test_bad_arguments():
         VonMisesFisher(kappa=1.0, learn_kappa=True, sampler="table")
     with pytest.raises(ValueError, match="d >= 2"):
         VonMisesFisher(kappa=1.0)(np.ones((2, 1), "float32"))
+
+
+def test_mean_direction_of_extreme_and_non_finite_inputs():
+    layer = VonMisesFisher(kappa=10.0)
+    huge = np.array([[1e30, 2e30, 3e30]], "float32")
+    np.testing.assert_allclose(layer(huge), huge / np.linalg.norm(huge.astype("float64")), rtol=1e-6)
+    tiny = np.array([[0.0, -1e-30, 0.0]], "float64")
+    np.testing.assert_array_equal(np.asarray(layer(tiny)), [[0.0, -1.0, 0.0]])
+    np.testing.assert_array_equal(np.asarray(layer(np.zeros((1, 3), "float32"))), [[1.0, 0.0, 0.0]])
+    bad = np.array([[np.nan, 1.0, 0.0], [1.0, np.inf, 0.0], [3.0, 4.0, 0.0]], "float32")
+    out = np.asarray(layer(bad))
+    assert np.all(np.isnan(out[:2])) and np.allclose(out[2], [0.6, 0.8, 0.0])
+    sampled = np.asarray(layer(bad, training=True))
+    assert np.all(np.isnan(sampled[:2])) and np.isclose(np.linalg.norm(sampled[2]), 1.0, rtol=1e-5)
