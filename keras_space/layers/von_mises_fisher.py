@@ -146,6 +146,7 @@ class VonMisesFisher(keras.layers.Layer):
                 initializer=keras.initializers.Constant(table),
                 trainable=False,
                 dtype="float64",
+                autocast=False,  # float64 quantiles on every call path (never cast to float16)
             )
 
     def current_kappa(self):

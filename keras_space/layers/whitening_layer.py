@@ -152,7 +152,8 @@ class WhiteningLayer(keras.layers.Layer):
                 f"Received: n_components={self.n_components}"
             )
         self.mean = self.add_weight(
-            name="mean", shape=(d,), initializer="zeros", trainable=False, dtype="float64"
+            name="mean", shape=(d,), initializer="zeros", trainable=False, dtype="float64",
+            autocast=False,  # float64 statistics on every call path (never cast to float16)
         )
         self.kernel = self.add_weight(
             name="kernel",
@@ -160,6 +161,7 @@ class WhiteningLayer(keras.layers.Layer):
             initializer="zeros",
             trainable=False,
             dtype="float64",
+            autocast=False,
         )
 
     def adapt(self, data, batch_size=None, steps=None):
@@ -171,10 +173,16 @@ class WhiteningLayer(keras.layers.Layer):
             batch_size: rows per batch for arrays and tensors (default 4096).
             steps: at most this many batches.
 
+        Each call starts from scratch: the statistics of an earlier `adapt`
+        are replaced, not accumulated (stream several batches through one
+        call instead). The output width is fixed once the layer is built (by
+        the first `adapt`, capped at that data's rank).
+
         Raises:
             ValueError: rows with NaN or inf (their count is given), fewer
-                than two rows, or n_components above the data's rank once the
-                layer is built.
+                than two rows, data with no variance (rank 0: constant rows,
+                or values whose squares underflow), or n_components above the
+                data's rank once the layer is built.
         """
         acc = _CovarianceAccumulator()
         bad = 0
@@ -195,6 +203,12 @@ class WhiteningLayer(keras.layers.Layer):
         eigenvalues, vectors = np.maximum(eigenvalues[order], 0.0), vectors[:, order]
         tol = eigenvalues[0] * d * np.finfo("float64").eps if eigenvalues[0] > 0 else 0.0
         rank = int(np.sum(eigenvalues > tol))
+        if rank == 0:
+            raise ValueError(
+                f"`data` has no variance (rank 0 found over {acc.count} rows, {d} dims; "
+                f"largest eigenvalue {eigenvalues[0]:.3g}): there is nothing to whiten. "
+                "Constant rows, or values so small that their squares underflow float64?"
+            )
         wanted = self.n_components or d
         if wanted > rank:
             message = (
@@ -222,7 +236,8 @@ class WhiteningLayer(keras.layers.Layer):
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
-        self.adapted = True
+        # A layer saved before adapt() has an all-zero kernel; an adapted one never does.
+        self.adapted = bool(np.any(keras.ops.convert_to_numpy(self.kernel) != 0))
 
     def call(self, inputs):
         if not self.adapted:

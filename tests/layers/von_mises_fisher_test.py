@@ -130,3 +130,12 @@ def test_mean_direction_of_extreme_and_non_finite_inputs():
     assert np.all(np.isnan(out[:2])) and np.allclose(out[2], [0.6, 0.8, 0.0])
     sampled = np.asarray(layer(bad, training=True))
     assert np.all(np.isnan(sampled[:2])) and np.isclose(np.linalg.norm(sampled[2]), 1.0, rtol=1e-5)
+
+
+def test_vmf_table_stays_float64_under_autocast():
+    from keras.src.backend import AutocastScope  # what Keras opens around model calls
+
+    layer = VonMisesFisher(kappa=10.0)
+    layer(np.ones((2, 3), "float32"))
+    with AutocastScope("float16"):
+        assert keras.ops.convert_to_tensor(layer.inverse_cdf).dtype == "float64"

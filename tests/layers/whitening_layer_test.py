@@ -142,3 +142,45 @@ def test_layer_contract(kwargs):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_direct_calls_under_a_mixed_policy_keep_float64_statistics(policy):
+    keras.config.set_dtype_policy(policy)
+    layer = WhiteningLayer(n_components=6)
+    layer.adapt(X)
+    assert all(w.dtype == "float64" for w in layer.weights)
+    mean = X.astype("float64").mean(0)
+    eigenvalues, vectors = np.linalg.eigh(np.cov(X.astype("float64"), rowvar=False))
+    order = np.argsort(eigenvalues)[::-1][:6]
+    want = (X[:5] - mean) @ (vectors[:, order] / np.sqrt(eigenvalues[order]))
+    for call in (layer, tf.function(layer)):
+        got = np.asarray(call(X[:5]), dtype="float64")
+        assert keras.backend.standardize_dtype(call(X[:5]).dtype) == policy.split("_")[1]
+        np.testing.assert_allclose(np.abs(got), np.abs(want), rtol=2e-2, atol=2e-2)
+
+
+
+@pytest.mark.parametrize("data", [np.ones((100, 8)), X[:100] * 1e-200, np.zeros((5, 3))])
+def test_degenerate_statistics_raise_at_adapt(data):
+    with pytest.raises(ValueError, match="no variance \\(rank 0"):
+        WhiteningLayer().adapt(data)
+
+
+def test_saved_before_adapt_reloads_unadapted(tmp_path):
+    model = keras.Sequential([keras.Input((24,)), WhiteningLayer(n_components=4)])
+    model.save(tmp_path / "unadapted.keras")
+    loaded = keras.saving.load_model(tmp_path / "unadapted.keras")
+    assert not loaded.layers[0].adapted
+    with pytest.raises(ValueError, match="no statistics yet"):
+        loaded.predict(X[:2], verbose=0)
+
+
+def test_a_second_adapt_replaces_the_statistics():
+    other = correlated(seed=5)
+    layer = WhiteningLayer(n_components=5)
+    layer.adapt(X)
+    layer.adapt(other)
+    fresh = WhiteningLayer(n_components=5)
+    fresh.adapt(other)
+    np.testing.assert_allclose(layer(other[:10]), fresh(other[:10]), rtol=1e-6, atol=1e-6)
