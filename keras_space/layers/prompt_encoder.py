@@ -303,6 +303,11 @@ class PromptEncoder(keras.layers.Layer):
         ids = ops.convert_to_tensor(self.placeholder_ids, dtype="int32")
         hits = ops.equal(ops.cast(token_ids, "int32")[..., None], ids)  # (b, s, n)
         is_placeholder = ops.any(hits, axis=-1, keepdims=True)
+        validation.holds(  # a row without placeholders would silently run without the prompt
+            "token_ids", token_ids, ops.any(is_placeholder[..., 0], axis=1),
+            f"at least one placeholder id {self.placeholder_ids} in every row (lay the texts "
+            "into the template with apply_prompt_template)",
+        )
         which = ops.argmax(ops.cast(hits, "int32"), axis=-1)
         return ops.where(is_placeholder, ops.take(prompt, which, axis=0), inputs)
 

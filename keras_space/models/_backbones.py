@@ -14,8 +14,8 @@ Questions:
 
 - `check_embedding_stack(backbone)`: refuse, with the supported list, a
   backbone whose embedding stack this module cannot split.
-- `hidden_dim`, `max_sequence_length`, `token_embedding`: sizes and the token
-  table.
+- `hidden_dim`, `vocabulary_size`, `max_sequence_length`, `token_embedding`:
+  sizes and the token table.
 - `embed_tokens(backbone, token_ids)`: the token embeddings alone (where
   P-tuning splices its prompt).
 - `finish_embeddings(backbone, token_embeddings, segment_ids)`: the rest of
@@ -59,6 +59,11 @@ def check_embedding_stack(backbone):
 def token_embedding(backbone):
     """The token-embedding layer (its `embeddings` is the vocabulary table)."""
     return backbone.token_embedding
+
+
+def vocabulary_size(backbone):
+    """Number of rows of the token-embedding table."""
+    return backbone.token_embedding.input_dim
 
 
 def hidden_dim(backbone):

@@ -13,6 +13,34 @@ from keras_space.utils import validation
 HEADS = ("classification", "masked_lm")
 POOLINGS = ("cls", "mean")
 
+@keras.saving.register_keras_serializable(package="keras_space")
+class _MaskPosition(keras.layers.Layer):
+    """(batch, 1) position of the first `mask_token_id` in each row, plus `offset`.
+
+    Refuses a row without the mask token (it would silently score some position).
+    """
+
+    def __init__(self, mask_token_id, offset=0, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_token_id = validation.non_negative_int("mask_token_id", mask_token_id)
+        self.offset = validation.non_negative_int("offset", offset)
+
+    def call(self, token_ids):
+        is_mask = ops.equal(token_ids, self.mask_token_id)
+        validation.holds(
+            "token_ids", token_ids, ops.any(is_mask, axis=1),
+            f"the mask token {self.mask_token_id} in every row (the masked-LM head scores "
+            "the label words there)",
+        )
+        return ops.argmax(ops.cast(is_mask, "int32"), axis=1)[:, None] + self.offset
+
+    def compute_output_spec(self, token_ids):
+        return keras.KerasTensor((token_ids.shape[0], 1), dtype="int32")
+
+    def get_config(self):
+        return {**super().get_config(), "mask_token_id": self.mask_token_id, "offset": self.offset}
+
+
 @keras_space_export("keras_space.models.PTuningModel")
 class PTuningModel(keras.Model):
     """The functional model `p_tuning_model` returns.
@@ -138,6 +166,13 @@ def p_tuning_model(
     else:
         label_token_ids = validation.int_sequence("label_token_ids", label_token_ids, minimum=0)
         validation.non_negative_int("mask_token_id", mask_token_id)
+        vocabulary = _backbones.vocabulary_size(backbone)
+        outside = [i for i in label_token_ids + [mask_token_id] if i >= vocabulary]
+        if outside:
+            raise ValueError(
+                f"`label_token_ids` and `mask_token_id` must be token ids below the vocabulary "
+                f"size {vocabulary}. Received: {outside} outside it"
+            )
     hidden_dim = _backbones.hidden_dim(backbone)
     max_len = _backbones.max_sequence_length(backbone)
     prefix = placeholder_ids is None
@@ -188,8 +223,7 @@ def p_tuning_model(
         if masked_lm_head is None:
             masked_lm_head = _backbones.masked_lm_head(backbone)
         masked_lm_head.trainable = True
-        is_mask = ops.cast(ops.equal(token_ids, mask_token_id), "int32")
-        position = ops.argmax(is_mask, axis=1)[:, None] + extra
+        position = _MaskPosition(mask_token_id, extra, name="mask_position")(token_ids)
         vocab_logits = masked_lm_head(x, mask_positions=position)[:, 0, :]
         logits = ops.take(vocab_logits, ops.convert_to_tensor(list(label_token_ids)), axis=1)
     backbone.trainable = train_backbone  # last: a refused model leaves the backbone as it was

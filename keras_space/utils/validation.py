@@ -203,8 +203,9 @@ def positive_values(name, value):
     return value
 
 
-def _tensor_check(name, tensor, ok, what):
-    """Raise when `ok` (a boolean tensor over `tensor`) is not all True.
+@keras_space_export("keras_space.utils.validation.holds", serializable=False)
+def holds(name, tensor, ok, what):
+    """`tensor` (returned) if the boolean tensor `ok` is all True, else an error.
 
     Eagerly: a `ValueError` naming the argument and how many entries fail. Inside a
     traced function (TensorFlow backend): an `InvalidArgumentError` at run time with
@@ -230,7 +231,7 @@ def all_finite(name, tensor):
     """A float tensor without NaN or inf (checked at run time inside graphs). Returns it."""
     import keras
 
-    return _tensor_check(name, tensor, keras.ops.isfinite(tensor), "finite values only (no NaN or inf)")
+    return holds(name, tensor, keras.ops.isfinite(tensor), "finite values only (no NaN or inf)")
 
 
 @keras_space_export("keras_space.utils.validation.all_bits", serializable=False)
@@ -239,6 +240,6 @@ def all_bits(name, tensor):
     import keras
 
     ops = keras.ops
-    return _tensor_check(
+    return holds(
         name, tensor, ops.logical_or(ops.equal(tensor, 0), ops.equal(tensor, 1)), "0/1 bits only"
     )

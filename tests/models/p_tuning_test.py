@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import load_minilm
 
+from conftest import load_minilm
 from keras_space.models import apply_prompt_template, freeze_prompts, p_tuning_model
 
 TEXTS = ["a great film", "the plot was dull and far too long", "ok", "I loved every minute"]
@@ -142,6 +142,17 @@ def test_masked_lm_head_scores_label_words(minilm):
     bias = next(np.asarray(w) for w in lm.weights if w.path.endswith("output_bias"))
     vocab = h @ np.asarray(backbone.token_embedding.embeddings).T + bias
     np.testing.assert_allclose(model.predict(t, verbose=0), vocab[:, [2919, 2204]], rtol=1e-4, atol=1e-4)
+    # Refused, never silently scored: a row without [MASK], a row without placeholders.
+    no_mask = dict(t, token_ids=np.where(t["token_ids"] == 103, 2023, t["token_ids"]))
+    with pytest.raises(Exception, match="mask token 103 in every row"):
+        model.predict(no_mask, verbose=0)
+    with pytest.raises(ValueError, match="mask token 103 in every row"):
+        model(no_mask)
+    with pytest.raises(Exception, match="at least one placeholder id"):
+        model.predict(dict(x, token_ids=np.where(x["token_ids"] == 0, 0, x["token_ids"])), verbose=0)
+    with pytest.raises(ValueError, match="below the vocabulary size 30522.*\\[40000\\]"):
+        p_tuning_model(backbone, num_virtual_tokens=2, placeholder_ids=PLACEHOLDERS[:2],
+                       head="masked_lm", label_token_ids=[2919, 40000], mask_token_id=103)
 
 
 def test_bad_inputs(minilm):
