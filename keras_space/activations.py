@@ -55,6 +55,10 @@ _FLOOR_SWITCH = 0.5
 _FLOOR_TERMS = 20
 _FLOOR_MODES = 8
 
+# The widths the closed forms and their gradients are finite and accurate for, in
+# float32 and float64 (x / sigma, log sigma): outside, results overflow or lose all digits.
+SIGMA_RANGE = (1e-6, 1e6)
+
 
 def _validate_kernel(kernel, allowed=KERNELS, fn_name=None):
     validation.choice("kernel", kernel, KERNELS)
@@ -128,7 +132,7 @@ def smooth_step(x, sigma=1.0, kernel="gaussian"):
     >>> y = smooth_step([-1.0, 0.0, 1.0], sigma=0.5)
     """
     _validate_kernel(kernel)
-    validation.positive_values("sigma", sigma)
+    validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma = _prepare(x, sigma)
     return ops.cast(_kernel_cdf(x / sigma, kernel), dtype)
 
@@ -146,7 +150,7 @@ def smooth_sign(x, sigma=1.0, kernel="gaussian"):
     >>> y = smooth_sign([-1.0, 0.0, 1.0], sigma=0.1, kernel="logistic")
     """
     _validate_kernel(kernel)
-    validation.positive_values("sigma", sigma)
+    validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma = _prepare(x, sigma)
     u = x / sigma
     if kernel == "gaussian":
@@ -172,7 +176,7 @@ def smooth_relu(x, sigma=1.0, kernel="gaussian"):
     >>> y = smooth_relu([-1.0, 0.0, 1.0], sigma=0.1)
     """
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="relu")
-    validation.positive_values("sigma", sigma)
+    validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma = _prepare(x, sigma)
     return ops.cast(_relu_core(x, sigma, kernel), dtype)
 
@@ -188,7 +192,7 @@ def smooth_leaky_relu(x, alpha=0.01, sigma=1.0, kernel="gaussian"):
     >>> y = smooth_leaky_relu([-1.0, 0.0, 1.0], alpha=0.1, sigma=0.1)
     """
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="leaky_relu")
-    validation.positive_values("sigma", sigma)
+    validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma, alpha = _prepare(x, sigma, alpha)
     y = alpha * x + (1.0 - alpha) * _relu_core(x, sigma, kernel)
     return ops.cast(y, dtype)
@@ -204,7 +208,7 @@ def smooth_abs(x, sigma=1.0, kernel="gaussian"):
     >>> y = smooth_abs([-1.0, 0.0, 1.0], sigma=0.1)
     """
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="abs")
-    validation.positive_values("sigma", sigma)
+    validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma = _prepare(x, sigma)
     return ops.cast(2.0 * _relu_core(x, sigma, kernel) - x, dtype)
 
@@ -221,7 +225,7 @@ def smooth_max(a, b, sigma=1.0, kernel="gaussian"):
     >>> y = smooth_max([0.0, 2.0], [1.0, 1.0], sigma=0.1)
     """
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="max")
-    validation.positive_values("sigma", sigma)
+    validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, a, b, sigma = _prepare(a, b, sigma)
     return ops.cast(b + _relu_core(a - b, sigma, kernel), dtype)
 
@@ -250,7 +254,7 @@ def smooth_floor(x, sigma=0.1, kernel="gaussian"):
     >>> y = smooth_floor([0.5, 1.0, 1.5], sigma=0.1)
     """
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="floor")
-    validation.positive_values("sigma", sigma)
+    validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma = _prepare(x, sigma)
     m = ops.floor(x)
     u = x - m  # in [0, 1): keeps sin() and the steps precise for large |x|
@@ -406,7 +410,7 @@ def mollify(fn, x, sigma=1.0, kernel="gaussian", num_points=256, rule="auto"):
     >>> y = mollify(keras.ops.floor, [0.3, 1.0, 2.7], sigma=0.2)
     """
     _validate_kernel(kernel)
-    validation.positive_values("sigma", sigma)
+    validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     _validate_fn(fn)
     num_points = validation.positive_int("num_points", num_points, minimum=2)
     validation.choice("rule", rule, ("auto", "lattice", "gauss"))

@@ -31,7 +31,7 @@ class _SmoothBase(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(autocast=False, **kwargs)
-        self.sigma = validation.positive_float("sigma", sigma)
+        self.sigma = validation.positive_float("sigma", sigma, minimum=A.SIGMA_RANGE[0], maximum=A.SIGMA_RANGE[1])
         allowed = A.KERNELS if self.bounded else A.MEAN_KERNELS
         A._validate_kernel(kernel, allowed=allowed, fn_name=self._fn_label())
         self.kernel = kernel

@@ -226,6 +226,12 @@ class WhiteningLayer(keras.layers.Layer):
             raise ValueError(f"The layer was built for {self.mean.shape[0]} dims; the data has {d}.")
         k = self._output_dim(d) if self.mode == "pca" else (self.n_components or d)
         scale = (eigenvalues[:k] + self.epsilon) ** (-self.gamma / 2.0)
+        if not np.all(np.isfinite(scale)):
+            raise ValueError(
+                f"(eigenvalue + epsilon) ** (-gamma / 2) overflows float64 for gamma={self.gamma}, "
+                f"epsilon={self.epsilon} (eigenvalues from {eigenvalues[k - 1]:.3g} to "
+                f"{eigenvalues[0]:.3g}): use a gamma of moderate size (the paper uses 0 to 1)."
+            )
         kernel = vectors[:, :k] * scale[None, :]
         if self.mode == "zca":
             kernel = kernel @ vectors[:, :k].T

@@ -65,7 +65,9 @@ class InfoNCE(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.temperature = validation.positive_float("temperature", temperature)
+        # 1e-4: cosine / temperature stays within float32's logsumexp (1e-45 gave NaN);
+        # 1e4: above it every logit is ~0 and the loss is constant (no gradient).
+        self.temperature = validation.positive_float("temperature", temperature, minimum=1e-4, maximum=1e4)
         self.symmetric = validation.strict_bool("symmetric", symmetric)
         self.similarity = validation.choice("similarity", similarity, SIMILARITIES)
         self.mask_duplicates = validation.strict_bool("mask_duplicates", mask_duplicates)

@@ -111,16 +111,20 @@ def finite_float(name, value, allow_none=False):
 
 
 @keras_space_export("keras_space.utils.validation.positive_float", serializable=False)
-def positive_float(name, value, allow_none=False, maximum=None):
-    """A finite real number > 0 (and <= `maximum` when given). Returns a `float`."""
+def positive_float(name, value, allow_none=False, maximum=None, minimum=None):
+    """A finite real number > 0 (and in [`minimum`, `maximum`] when given). Returns a `float`."""
     what = "a positive finite number"
-    if maximum is not None:
-        what = f"a number in (0, {maximum}]"
+    if minimum is not None or maximum is not None:
+        low = f"[{minimum}" if minimum is not None else "(0"
+        high = f"{maximum}]" if maximum is not None else "inf)"
+        what = f"a number in {low}, {high}"
     if allow_none:
         what += " or None"
     value = _real(name, value, what, allow_none)
     if value is not None and not (
-        0.0 < value < math.inf and (maximum is None or value <= maximum)
+        0.0 < value < math.inf
+        and (maximum is None or value <= maximum)
+        and (minimum is None or value >= minimum)
     ):
         _fail(name, what, value)
     return value
@@ -185,8 +189,9 @@ def int_sequence(name, value, allow_none=False, min_length=1, minimum=None, dist
 
 
 @keras_space_export("keras_space.utils.validation.positive_values", serializable=False)
-def positive_values(name, value):
-    """A positive finite number, or an array-like of them (e.g. `sigma`, `kappa`).
+def positive_values(name, value, minimum=None, maximum=None):
+    """A positive finite number, or an array-like of them (e.g. `sigma`, `kappa`), in
+    [`minimum`, `maximum`] when given.
 
     Python numbers, lists and numpy arrays are checked now; tensors (whose
     values may be symbolic) are passed through unchecked. Returns `value`.
@@ -200,6 +205,10 @@ def positive_values(name, value):
             _fail(name, "a positive finite number", value, ArgumentTypeError)
         if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
             _fail(name, "positive and finite", value)
+        if (minimum is not None and np.any(array < minimum)) or (
+            maximum is not None and np.any(array > maximum)
+        ):
+            _fail(name, f"in [{minimum}, {maximum}]", value)
     return value
 
 

@@ -98,6 +98,11 @@ SWEEP = [
     (L.SmoothActivation, dict(trainable_sigma="no"), "trainable_sigma='no'"),
     (L.SmoothActivation, dict(sigma="1"), "sigma='1'"),
     (L.SmoothActivation, dict(num_points=1), "num_points=1"),
+    (L.SmoothActivation, dict(sigma=1e-300), "sigma=1e-300"),
+    (L.SmoothReLU, dict(sigma=1e300), "sigma=1e\\+300"),
+    (lambda **kw: A.smooth_abs(X, **kw), dict(sigma=1e-30), "sigma=1e-30"),
+    (InfoNCE, dict(temperature=1e-45), "temperature=1e-45"),
+    (InfoNCE, dict(temperature=float("inf")), "temperature=inf"),
     (L.SmoothReLU, dict(per_channel=1), "per_channel=1"),
     (L.SmoothLeakyReLU, dict(alpha=1.0), "alpha=1.0"),
     (L.SmoothLeakyReLU, dict(trainable_alpha="yes"), "trainable_alpha='yes'"),
@@ -141,3 +146,9 @@ SWEEP = [
 def test_public_constructors_refuse_bad_arguments(make, kwargs, match):
     with pytest.raises(ValueError, match=f"must be .*Received: {match}"):
         make(**kwargs)
+
+
+def test_whitening_gamma_that_overflows_is_refused_at_adapt():
+    data = np.random.default_rng(0).normal(size=(50, 4)) * [1.0, 1.0, 1.0, 1e-3]
+    with pytest.raises(ValueError, match="overflows float64 for gamma=1e\\+308"):
+        L.WhiteningLayer(gamma=1e308).adapt(data)
