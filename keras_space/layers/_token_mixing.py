@@ -15,7 +15,6 @@ import numpy as np
 from keras import ops
 
 from keras_space.utils import validation
-from keras_space.utils.masking import resolve_padding_mask
 
 NEG_INF = -1e9
 
@@ -69,11 +68,6 @@ class TokenMixer(keras.layers.Layer):
 
     def _make_dropout(self, name):
         return keras.layers.Dropout(self.dropout, seed=self.seed, dtype=self.dtype_policy, name=name)
-
-    @staticmethod
-    def _padding(mask, padding_mask):
-        """(batch, seq) bool mask or None (`keras_space.utils.masking`'s rule)."""
-        return resolve_padding_mask(mask, padding_mask)
 
     def _zero_padding(self, x, m):
         """Zero the padded positions so they cannot leak into other positions.

@@ -5,6 +5,7 @@ from keras import ops
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import NEG_INF, TokenMixer
 from keras_space.utils import validation
+from keras_space.utils.masking import resolve_padding_mask
 
 
 @keras_space_export("keras_space.layers.ExternalAttention")
@@ -89,7 +90,7 @@ class ExternalAttention(TokenMixer):
         return attn / (ops.sum(attn, axis=-1, keepdims=True) + 1e-9)
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        m = self._padding(mask, padding_mask)
+        m = resolve_padding_mask(mask, padding_mask)
         attn = ops.cast(self._attention(inputs, m), self.compute_dtype)
         out = self.proj_out(self.memory_value(attn))
         return inputs + self.drop(out, training=training)

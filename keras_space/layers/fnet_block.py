@@ -5,6 +5,7 @@ from keras import ops
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import TokenMixer
 from keras_space.utils import validation
+from keras_space.utils.masking import resolve_padding_mask
 
 
 @keras_space_export("keras_space.layers.FNetBlock")
@@ -75,7 +76,7 @@ class FNetBlock(TokenMixer):
         self.drop = self._make_dropout("dropout")
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        m = self._padding(mask, padding_mask)
+        m = resolve_padding_mask(mask, padding_mask)
         x32 = ops.cast(self._zero_padding(inputs, m), "float32")
         real, _ = ops.fft2((x32, ops.zeros_like(x32)))  # over the last two axes: sequence, channels
         y = self.norm1(inputs + ops.cast(real, inputs.dtype))

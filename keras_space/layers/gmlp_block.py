@@ -6,6 +6,7 @@ from keras import ops
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import TokenLinear, TokenMixer, key_mask
 from keras_space.utils import validation
+from keras_space.utils.masking import resolve_padding_mask
 
 
 @keras_space_export("keras_space.layers.GMLPBlock")
@@ -102,7 +103,7 @@ class GMLPBlock(TokenMixer):
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_sequence_length(ops.shape(inputs)[1])
-        m = self._padding(mask, padding_mask)
+        m = resolve_padding_mask(mask, padding_mask)
         x = self.norm(inputs)
         z1, z2 = ops.split(self.proj_in(x), 2, axis=-1)
         gate = self.spatial(self._zero_padding(self.gate_norm(z2), m))

@@ -6,6 +6,7 @@ from keras import ops
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import TokenLinear, TokenMixer
 from keras_space.utils import validation
+from keras_space.utils.masking import resolve_padding_mask
 
 
 @keras_space_export("keras_space.layers.ResMLPBlock")
@@ -80,7 +81,7 @@ class ResMLPBlock(TokenMixer):
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_sequence_length(ops.shape(inputs)[1])
-        m = self._padding(mask, padding_mask)
+        m = resolve_padding_mask(mask, padding_mask)
         x = inputs
         h = self.token_mix(self._zero_padding(self._affine(x, 1), m))
         x = x + ops.cast(self.scale1, x.dtype) * self.drop(h, training=training)

@@ -6,6 +6,7 @@ from keras import ops
 from keras_space.api_export import keras_space_export
 from keras_space.layers._token_mixing import TokenMixer, key_mask, masked_softmax
 from keras_space.utils import validation
+from keras_space.utils.masking import resolve_padding_mask
 
 MODES = ("random", "dense")
 
@@ -103,7 +104,7 @@ class SynthesizerAttention(TokenMixer):
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_sequence_length(ops.shape(inputs)[1])
-        m = self._padding(mask, padding_mask)
+        m = resolve_padding_mask(mask, padding_mask)
         n, heads = self.sequence_length, self.num_heads
         h = self.norm(inputs)
         allowed = key_mask(m, self.causal, n, n)

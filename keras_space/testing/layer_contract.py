@@ -350,8 +350,6 @@ def check_masking(layer, input_data, padding_mask, call_kwargs=None, rtol=1e-5, 
       given as a Keras mask, and wins over a contradicting Keras mask
       (keras-hub's rule, `keras_space.utils.masking`).
     """
-    from keras_space.utils.masking import resolve_padding_mask  # noqa: F401 - the rule checked
-
     input_data = _prepare_data(input_data)
     call_kwargs = dict(call_kwargs or {})
     mask = np.asarray(padding_mask, dtype=bool)
