@@ -414,6 +414,11 @@ def narrow_outputs(outputs, factor):
 
     def narrow(x, scaled=True):
         x = np.asarray(keras.ops.convert_to_numpy(x))
+        if x.shape[-1] % factor:
+            raise ValueError(
+                f"`outputs` must have a last axis divisible by factor={factor} (a widened "
+                f"model's output). Received: shape {x.shape}"
+            )
         copies = x.reshape(x.shape[:-1] + (x.shape[-1] // factor, factor)).mean(-1)
         return copies * math.sqrt(factor) if scaled else copies
 

@@ -76,6 +76,11 @@ class GMLPBlock(TokenMixer):
     def build(self, inputs_shape, padding_mask_shape=None):
         self._build_sequence_length(inputs_shape)
         n, c = self.sequence_length, inputs_shape[-1]
+        if n == 0:
+            raise ValueError(
+                "GMLPBlock needs a sequence of at least one token (its spatial weights are "
+                f"initialised in +-scale / length). Received: inputs shape {tuple(inputs_shape)}"
+            )
         half = self.ffn_dim // 2
         self.norm = self._make_norm("norm")
         self.norm.build(inputs_shape)

@@ -107,6 +107,14 @@ class RandomProjection(keras.layers.Layer):
             _resolve_density(self.density, input_dim),
             self.seed_generator,
         )
+        if self.kind == "sparse" and not bool(
+            keras.ops.convert_to_numpy(keras.ops.all(keras.ops.any(matrix != 0, axis=0)))
+        ):
+            raise ValueError(
+                f"`density`={self.density} leaves an output dimension without a single non-zero "
+                f"weight for input dimension {input_dim} (it would always output 0). Use a "
+                f"density of at least a few / input_dim, or 'auto'. Received: density={self.density}"
+            )
         self.kernel = self.add_weight(
             name="kernel",
             shape=(input_dim, self.units),

@@ -28,6 +28,8 @@ Questions:
   pieces `widen` rescales and the wider twin it fills.
 """
 
+import keras
+
 SUPPORTED_BACKBONES = ("keras_hub.models.BertBackbone",)
 
 _EMBEDDING_STACK = (
@@ -126,6 +128,12 @@ def transformer_layers(backbone):
 
 def padding_mask_input(backbone):
     """The functional backbone's `padding_mask` input (refuses backbones without one)."""
+    if not isinstance(backbone, keras.Model):
+        raise ValueError(
+            "`backbone` must be a keras-hub backbone (a keras.Model taking token_ids and "
+            f"padding_mask; supported: {', '.join(SUPPORTED_BACKBONES)}). "
+            f"Received: backbone={type(backbone).__name__}"
+        )
     inputs = backbone.input
     if not isinstance(inputs, dict) or "padding_mask" not in inputs:
         raise ValueError(

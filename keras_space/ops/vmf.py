@@ -42,6 +42,14 @@ def _as_f64(x):
     return tf.cast(tf.convert_to_tensor(x, dtype_hint=tf.float64), tf.float64)
 
 
+def _checked_kappa(kappa):
+    """kappa as float64, refused unless positive and finite (tensors too, at run time)."""
+    validation.positive_values("kappa", kappa)
+    k = _as_f64(kappa)
+    return validation.holds("kappa", k, tf.logical_and(k > 0, tf.math.is_finite(k)),
+                            "positive finite values")
+
+
 def _check_dim(d):
     return validation.positive_int("d", d, minimum=2)
 
@@ -64,8 +72,7 @@ def vmf_log_normalizer(d, kappa):
     -2.9899...
     """
     d = _check_dim(d)
-    validation.positive_values("kappa", kappa)
-    k = _as_f64(kappa)
+    k = _checked_kappa(kappa)
     v = 0.5 * d - 1.0
     log_iv = tfp.math.log_bessel_ive(tf.constant(v, tf.float64), k) + k
     return v * tf.math.log(k) - 0.5 * d * math.log(2.0 * math.pi) - log_iv
@@ -82,8 +89,7 @@ def vmf_mean_resultant_length(d, kappa):
     0.9
     """
     d = _check_dim(d)
-    validation.positive_values("kappa", kappa)
-    k = _as_f64(kappa)
+    k = _checked_kappa(kappa)
     v = 0.5 * d - 1.0
     ratio = tfp.math.bessel_iv_ratio(tf.constant(0.5 * d, tf.float64), k)
     # small kappa: A = (kappa / 2) / (v + 1) * 0F1(; v + 2; z) / 0F1(; v + 1; z)
@@ -132,8 +138,7 @@ def vmf_kl_to_uniform(d, kappa):
     3.1e-06
     """
     d = _check_dim(d)
-    validation.positive_values("kappa", kappa)
-    return _kl_to_uniform(d, _as_f64(kappa))
+    return _kl_to_uniform(d, _checked_kappa(kappa))
 
 
 def _kl_to_uniform(d, k):

@@ -182,6 +182,13 @@ class GradientAccumulator(keras.optimizers.Optimizer):
             raise ValueError(
                 f"Got {len(grads)} gradients for {len(trainable_variables)} variables."
             )
+        known = {id(v) for v in self._trainable_variables}
+        unknown = [v.path for v in trainable_variables if id(v) not in known]
+        if unknown:
+            raise ValueError(
+                "GradientAccumulator was built for other variables (it keeps one accumulator "
+                f"per variable it was built with). Received unknown variables: {unknown[:5]}"
+            )
         if keras.backend.backend() == "tensorflow":
             self._tf_apply(grads, trainable_variables)
         else:
