@@ -8,7 +8,11 @@ import tensorflow as tf
 from keras_space.growth import narrow_outputs
 from keras_space.layers import GMLPBlock, RandomProjection
 from keras_space.models import sentence_encoder
-from keras_space.ops import vmf_kl_to_uniform, vmf_log_normalizer, vmf_mean_resultant_length
+from keras_space.ops import (
+    vmf_kl_to_uniform,
+    vmf_log_normalizer,
+    vmf_mean_resultant_length,
+)
 from keras_space.optimizers import GradientAccumulator
 
 
