@@ -64,10 +64,10 @@ class MaskedMeanPooling(keras.layers.Layer):
         if padding_mask is None:  # a length-0 sequence pools to zeros, as an all-padding row
             pooled = ops.sum(x, axis=1) / ops.maximum(ops.cast(ops.shape(x)[1], "float32"), 1.0)
         else:
-            m = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)
-            # a select, not x * m: padded content may be NaN or inf
-            total = ops.sum(ops.where(m > 0, x, ops.zeros_like(x)), axis=1)
-            count = ops.sum(m, axis=1)
+            real = ops.expand_dims(padding_mask, -1)
+            # a select, not x * mask: padded content may be NaN or inf
+            total = ops.sum(ops.where(real, x, ops.zeros_like(x)), axis=1)
+            count = ops.sum(ops.cast(real, "float32"), axis=1)
             pooled = total / ops.maximum(count, 1.0)
         return ops.cast(pooled, self.compute_dtype)
 

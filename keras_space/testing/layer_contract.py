@@ -176,6 +176,15 @@ def _first(inputs):
     return inputs
 
 
+def _with_first(inputs, first):
+    """`inputs` with its first input replaced by `first` (same structure)."""
+    if isinstance(inputs, dict):
+        return {**inputs, next(iter(inputs)): first}
+    if isinstance(inputs, list):
+        return [first] + inputs[1:]
+    return first
+
+
 def _build_model(layer, input_data, input_dtypes, call_kwargs):
     inputs = _symbolic_inputs(input_data, input_dtypes)
     outputs = _call(layer, inputs, call_kwargs)
@@ -363,22 +372,14 @@ def check_masking(layer, input_data, padding_mask, call_kwargs=None, rtol=1e-5, 
             (slice(None),) + (None,) * (padded.ndim - 1)
         ]
         first[~mask] = padded
-        if isinstance(data, dict):
-            return {**data, next(iter(data)): first}
-        if isinstance(data, list):
-            return [first] + data[1:]
-        return first
+        return _with_first(data, first)
 
     def run(data, keras_mask=None, argument=None):
         kwargs = dict(call_kwargs)
         if argument is not None:
             kwargs["padding_mask"] = argument
         if keras_mask is not None:
-            carrier = _MaskCarrier()
-            first = carrier(_first(data), keras_mask)
-            data = {**data, next(iter(data)): first} if isinstance(data, dict) else (
-                [first] + data[1:] if isinstance(data, list) else first
-            )
+            data = _with_first(data, _MaskCarrier()(_first(data), keras_mask))
         return _as_list(_to_numpy(_call(layer, data, kwargs)))
 
     takes_argument = _takes_padding_mask(layer)
@@ -386,17 +387,15 @@ def check_masking(layer, input_data, padding_mask, call_kwargs=None, rtol=1e-5, 
     clean = run(input_data, **as_argument)
     dirty = run(poisoned(input_data), **as_argument)
     out_mask = _output_mask(layer, input_data, mask)
-    for i, (c, d) in enumerate(zip(clean, dirty, strict=True)):
+
+    def real(outputs):  # outputs at padded positions are unspecified: compare real ones
+        return [_real_positions(o, out_mask) for o in outputs]
+
+    for i, (c, d) in enumerate(zip(real(clean), real(dirty), strict=True)):
         if _is_float(c.dtype):
-            _assert_close(
-                _real_positions(d, out_mask), _real_positions(c, out_mask), "masking",
-                f"output {i} at real positions after changing padded content", rtol, atol,
-            )
-    if takes_argument:  # outputs at padded positions are unspecified: compare real ones
-
-        def real(outputs):
-            return [_real_positions(o, out_mask) for o in outputs]
-
+            _assert_close(d, c, "masking",
+                          f"output {i} at real positions after changing padded content", rtol, atol)
+    if takes_argument:
         _assert_close(real(run(input_data, keras_mask=mask)), real(clean), "masking",
                       "Keras mask against the same padding_mask argument", rtol, atol)
         everything = np.ones_like(mask)
@@ -456,11 +455,20 @@ def check_fit(layer, input_data, input_dtypes=None, call_kwargs=None, expect_tra
     return model
 
 
+def _reference(model, input_data, reference):
+    if reference is None:
+        reference = _to_numpy(model.predict(input_data, verbose=0))
+    return reference
+
+
 @keras_space_export("keras_space.testing.check_keras_save", serializable=False)
-def check_keras_save(model, input_data, rtol=1e-6, atol=1e-6):
-    """Clause 7: `.keras` save and `load_model` give identical outputs."""
+def check_keras_save(model, input_data, rtol=1e-6, atol=1e-6, reference=None):
+    """Clause 7: `.keras` save and `load_model` give identical outputs.
+
+    `reference`: the model's outputs on `input_data`, when already computed.
+    """
     input_data = _prepare_data(input_data)
-    reference = _to_numpy(model.predict(input_data, verbose=0))
+    reference = _reference(model, input_data, reference)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
         model.save(path)
@@ -477,12 +485,15 @@ def check_keras_save(model, input_data, rtol=1e-6, atol=1e-6):
 
 
 @keras_space_export("keras_space.testing.check_saved_model", serializable=False)
-def check_saved_model(model, input_data, rtol=1e-6, atol=1e-6):
-    """Clause 8: `model.export()` and `tf.saved_model.load` give identical outputs."""
+def check_saved_model(model, input_data, rtol=1e-6, atol=1e-6, reference=None):
+    """Clause 8: `model.export()` and `tf.saved_model.load` give identical outputs.
+
+    `reference`: the model's outputs on `input_data`, when already computed.
+    """
     import tensorflow as tf
 
     input_data = _prepare_data(input_data)
-    reference = _to_numpy(model.predict(input_data, verbose=0))
+    reference = _reference(model, input_data, reference)
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = os.path.join(tmp, "exported")
         model.export(export_dir, verbose=False)
@@ -632,11 +643,12 @@ def run_layer_contract(
         model = check_fit(fresh, input_data, input_dtypes, call_kwargs, expect_trainable_change)
     else:
         model, _ = _build_model(fresh, input_data, input_dtypes, call_kwargs)
-    check_keras_save(model, input_data, rtol, atol)
+    reference = _reference(model, input_data, None)
+    check_keras_save(model, input_data, rtol, atol, reference)
     if run_saved_model == "once":
         run_saved_model = layer_cls not in _EXPORTED
     if run_saved_model:
-        check_saved_model(model, input_data, rtol, atol)
+        check_saved_model(model, input_data, rtol, atol, reference)
         _EXPORTED.add(layer_cls)
     if run_mixed_precision:
         check_mixed_precision(make, input_data, input_dtypes, call_kwargs, run_fit,

@@ -28,6 +28,7 @@ validation.choice("kind", "sparse", ("gaussian", "sparse"))
 import math
 import numbers
 
+import keras
 import numpy as np
 
 from keras_space.api_export import keras_space_export
@@ -220,8 +221,6 @@ def holds(name, tensor, ok, what):
     traced function (TensorFlow backend): an `InvalidArgumentError` at run time with
     the same message (a graph cannot raise a Python error when its data arrive).
     """
-    import keras
-
     message = f"`{name}` must hold {what}"
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -238,16 +237,12 @@ def holds(name, tensor, ok, what):
 @keras_space_export("keras_space.utils.validation.all_finite", serializable=False)
 def all_finite(name, tensor):
     """A float tensor without NaN or inf (checked at run time inside graphs). Returns it."""
-    import keras
-
     return holds(name, tensor, keras.ops.isfinite(tensor), "finite values only (no NaN or inf)")
 
 
 @keras_space_export("keras_space.utils.validation.all_bits", serializable=False)
 def all_bits(name, tensor):
     """A tensor of 0/1 values only (checked at run time inside graphs). Returns it."""
-    import keras
-
     ops = keras.ops
     return holds(
         name, tensor, ops.logical_or(ops.equal(tensor, 0), ops.equal(tensor, 1)), "0/1 bits only"
