@@ -77,13 +77,25 @@ def _prepare(x, *params):
     if "float" not in out_dtype:
         out_dtype = keras.config.floatx()
     work = "float64" if out_dtype == "float64" else "float32"
-    return (out_dtype, ops.cast(x, work)) + tuple(ops.cast(p, work) for p in params)
+    # Python numbers straight to the working dtype: through float32 first, a float64
+    # call would lose sigma's digits (0.001 becomes 0.0010000000475).
+    params = tuple(
+        ops.cast(p, work) if hasattr(p, "dtype") else ops.convert_to_tensor(np.asarray(p, work))
+        for p in params
+    )
+    return (out_dtype, ops.cast(x, work)) + params
+
+
+def _erf(z):
+    """erf, saturated: TensorFlow's float64 erf returns NaN for |z| > ~1.3e154, and
+    erf(+-8) is already +-1 to the last bit in float64."""
+    return ops.erf(ops.clip(z, -8.0, 8.0))
 
 
 def _kernel_cdf(z, kernel):
     """CDF of the standard kernel at z."""
     if kernel == "gaussian":
-        return 0.5 * (1.0 + ops.erf(z / _SQRT2))
+        return 0.5 * (1.0 + _erf(z / _SQRT2))
     if kernel == "logistic":
         return ops.sigmoid(z)
     return 0.5 + ops.arctan(z) / math.pi
@@ -107,6 +119,21 @@ def _kernel_partial_mean(z, kernel):
     if kernel == "logistic":
         return z * ops.sigmoid(z) - ops.softplus(z)
     return ops.log1p(ops.square(z)) / (2.0 * math.pi)
+
+
+def _finite(x):
+    """x with +-inf replaced by 0: the smooth formula's input (the limits are put back
+    with `_at_infinity`, so neither the value nor the gradient sees inf * 0)."""
+    return ops.where(ops.isinf(x), ops.zeros_like(x), x)
+
+
+def _at_infinity(x, y, limit):
+    """y, with the exact limit of the smoothed function where x is +-inf.
+
+    Convolving with a kernel of mean 0 leaves the limits at +-inf of relu, abs, max
+    and leaky ReLU unchanged (inf, 0, ...), so those are the correct values there.
+    """
+    return ops.where(ops.isinf(x), limit, y)
 
 
 def _relu_core(x, sigma, kernel):
@@ -154,7 +181,7 @@ def smooth_sign(x, sigma=1.0, kernel="gaussian"):
     dtype, x, sigma = _prepare(x, sigma)
     u = x / sigma
     if kernel == "gaussian":
-        y = ops.erf(u / _SQRT2)
+        y = _erf(u / _SQRT2)
     elif kernel == "logistic":
         y = ops.tanh(0.5 * u)
     else:
@@ -178,7 +205,8 @@ def smooth_relu(x, sigma=1.0, kernel="gaussian"):
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="relu")
     validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma = _prepare(x, sigma)
-    return ops.cast(_relu_core(x, sigma, kernel), dtype)
+    y = _at_infinity(x, _relu_core(_finite(x), sigma, kernel), ops.relu(x))
+    return ops.cast(y, dtype)
 
 
 @keras_space_export("keras_space.activations.smooth_leaky_relu")
@@ -194,7 +222,10 @@ def smooth_leaky_relu(x, alpha=0.01, sigma=1.0, kernel="gaussian"):
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="leaky_relu")
     validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma, alpha = _prepare(x, sigma, alpha)
-    y = alpha * x + (1.0 - alpha) * _relu_core(x, sigma, kernel)
+    xs = _finite(x)
+    y = alpha * xs + (1.0 - alpha) * _relu_core(xs, sigma, kernel)
+    minus_infinity = ops.where(alpha > 0, ops.cast(-np.inf, x.dtype), ops.zeros_like(alpha))
+    y = _at_infinity(x, y, ops.where(x > 0, x, minus_infinity))
     return ops.cast(y, dtype)
 
 
@@ -210,7 +241,9 @@ def smooth_abs(x, sigma=1.0, kernel="gaussian"):
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="abs")
     validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma = _prepare(x, sigma)
-    return ops.cast(2.0 * _relu_core(x, sigma, kernel) - x, dtype)
+    xs = _finite(x)
+    y = _at_infinity(x, 2.0 * _relu_core(xs, sigma, kernel) - xs, ops.abs(x))
+    return ops.cast(y, dtype)
 
 
 @keras_space_export("keras_space.activations.smooth_max")
@@ -227,7 +260,10 @@ def smooth_max(a, b, sigma=1.0, kernel="gaussian"):
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="max")
     validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, a, b, sigma = _prepare(a, b, sigma)
-    return ops.cast(b + _relu_core(a - b, sigma, kernel), dtype)
+    infinite = ops.logical_or(ops.isinf(a), ops.isinf(b))
+    a_safe, b_safe = (ops.where(infinite, ops.zeros_like(t), t) for t in (a, b))
+    y = b_safe + _relu_core(a_safe - b_safe, sigma, kernel)
+    return ops.cast(ops.where(infinite, ops.maximum(a, b), y), dtype)
 
 
 def _floor_char(n, sigma, kernel):

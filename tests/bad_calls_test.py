@@ -6,8 +6,17 @@ import pytest
 import tensorflow as tf
 
 from keras_space.growth import narrow_outputs
-from keras_space.layers import GMLPBlock, RandomProjection
-from keras_space.models import sentence_encoder
+from keras_space.layers import (
+    ExternalAttention,
+    GMLPBlock,
+    MaskedMeanPooling,
+    MLPMixerBlock,
+    RandomProjection,
+    ResMLPBlock,
+    SynthesizerAttention,
+)
+from keras_space.losses import InfoNCE
+from keras_space.models import GradCacheModel, sentence_encoder
 from keras_space.ops import (
     vmf_kl_to_uniform,
     vmf_log_normalizer,
@@ -30,8 +39,9 @@ def test_narrow_outputs_refuses_a_width_not_divisible_by_the_factor():
 
 
 def test_gmlp_refuses_length_zero():
-    with pytest.raises(ValueError, match="at least one token"):
-        GMLPBlock(ffn_dim=4)(np.zeros((2, 0, 3), "float32"))
+    for layer in (GMLPBlock(ffn_dim=4), MLPMixerBlock(channels_mlp_dim=4)):
+        with pytest.raises(ValueError, match=r"at least one token.*\(2, 0, 3\)"):
+            layer(np.zeros((2, 0, 3), "float32"))
 
 
 def test_sparse_projection_refuses_a_density_that_leaves_outputs_empty():
@@ -51,3 +61,95 @@ def test_vmf_ops_refuse_tensor_kappa_that_is_not_positive(fn, kappa):
         fn(3, tf.constant(kappa, tf.float64))
     with pytest.raises(tf.errors.InvalidArgumentError, match="kappa"):
         tf.function(lambda k: fn(3, k))(tf.constant(kappa, tf.float64))
+
+
+MIXERS_BUILT_FOR_LENGTH_5 = [
+    lambda: MLPMixerBlock(tokens_mlp_dim=4, channels_mlp_dim=8),
+    lambda: GMLPBlock(ffn_dim=8),
+    lambda: ResMLPBlock(channels_mlp_dim=8),
+    lambda: SynthesizerAttention(2, mode="dense"),
+]
+
+
+@pytest.mark.parametrize("make", MIXERS_BUILT_FOR_LENGTH_5)
+def test_fixed_length_mixers_refuse_another_length_inside_tf_function(make):
+    layer = make()
+    layer(np.ones((2, 5, 8), "float32"))
+    other = np.ones((2, 7, 8), "float32")
+    with pytest.raises(ValueError, match="built for sequence length 5.*Received: inputs of length 7"):
+        tf.function(layer)(other)  # static shape: refused while tracing
+    dynamic = tf.function(layer, input_signature=[tf.TensorSpec((None, None, 8))])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="built for sequence length 5"):
+        dynamic(other)  # length known only at run time: refused by the graph's check
+    assert dynamic(np.ones((3, 5, 8), "float32")).shape == (3, 5, 8)
+
+
+@pytest.mark.parametrize("layer", [MaskedMeanPooling(), ExternalAttention(memory_units=4)])
+def test_a_padding_mask_of_another_shape_is_refused_naming_both(layer):
+    x = np.ones((2, 5, 8), "float32")
+    with pytest.raises(ValueError, match=r"padding_mask` must have shape .* \(2, 5\).*Received: "
+                       r"padding_mask of shape \(2, 4\)"):
+        layer(x, padding_mask=np.ones((2, 4), bool))
+    with pytest.raises(ValueError, match=r"Received: padding_mask of shape \(2, 5, 1\)"):
+        layer(x, padding_mask=np.ones((2, 5, 1), bool))
+
+
+def test_info_nce_refuses_an_empty_batch_and_a_label_per_pair_mismatch():
+    y_pred = np.random.default_rng(0).normal(size=(4, 2, 3)).astype("float32")
+    with pytest.raises(ValueError, match=r"at least one \(anchor, positive\) pair.*\(0, 2, 3\)"):
+        InfoNCE()(None, y_pred[:0])
+    graph = tf.function(lambda y: InfoNCE()(None, y),
+                        input_signature=[tf.TensorSpec((None, 2, 3))])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least one"):
+        graph(y_pred[:0])
+    with pytest.raises(ValueError, match=r"one label per .*\(4\). Received: 3 labels"):
+        InfoNCE(mask_duplicates=True)(np.arange(3), y_pred)
+
+
+def _grad_cache(encoder=None):
+    if encoder is None:
+        encoder = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    model = GradCacheModel(encoder, micro_batch_size=2)
+    model.compile(optimizer="sgd")
+    return model
+
+
+def test_grad_cache_refuses_mismatched_and_empty_batches():
+    x = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+    with pytest.raises(ValueError, match=r"same number of rows.*Received: batch sizes \[6, 4\]"):
+        _grad_cache().fit(tf.data.Dataset.from_tensors(((x, x[:4]),)), verbose=0)
+    with pytest.raises(ValueError, match=r"Received: batch sizes \[0, 0\]"):
+        _grad_cache().fit(tf.data.Dataset.from_tensors(((x[:0], x[:0]),)), verbose=0)
+    with pytest.raises(ValueError, match="Keras reads a pair .a, b. as .x, y."):
+        _grad_cache().fit(tf.data.Dataset.from_tensors((x, x)), verbose=0)
+    # sizes known only at run time: the graph checks them before encoding
+    spec = tf.TensorSpec((None, 3))
+    uneven = tf.data.Dataset.from_generator(
+        lambda: iter([((x, x[:4]),)]), output_signature=((spec, spec),)
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same number of rows"):
+        _grad_cache().fit(uneven, verbose=0)
+
+
+def test_grad_cache_builds_an_unbuilt_encoder():
+    x = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+    model = _grad_cache(keras.layers.Dense(4))
+    history = model.fit((x, x), batch_size=6, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]) and model.encoder.built
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, None], ids=["nan", "inf", "none"])
+def test_accumulator_on_non_finite_or_missing_gradients_is_the_large_batch_step(bad):
+    """A micro-step's NaN/inf gradient reaches the update as it would in the large-batch
+    step (Keras optimizers apply it; a LossScaleOptimizer skips it); a missing (None)
+    gradient counts as zero in the window's mean."""
+    grads = [None if bad is None else np.array([bad, 1.0, 2.0], "float32"),
+             np.array([3.0, 1.0, 0.0], "float32")]
+    variable = keras.Variable(np.ones(3, "float32"))
+    optimizer = GradientAccumulator(keras.optimizers.SGD(0.1), steps=2)
+    for g in grads:
+        optimizer.apply([g], [variable])
+    total = sum(np.zeros(3, "float32") if g is None else g for g in grads)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(variable.numpy(), 1.0 - 0.1 * total / 2, rtol=1e-6)
+    assert int(optimizer.iterations) == 1

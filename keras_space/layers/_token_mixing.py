@@ -33,12 +33,19 @@ class TokenMixer(keras.layers.Layer):
         self.supports_masking = True
         self.sequence_length = None
 
-    def _build_sequence_length(self, inputs_shape):
+    def _build_input_checks(self, inputs_shape):
+        """Check the build shape and fix the input spec: rank 3, these channels (and length)."""
         if len(inputs_shape) != 3:
             raise ValueError(
                 f"{type(self).__name__} expects (batch, sequence, channels) inputs. "
                 f"Received: shape {tuple(inputs_shape)}"
             )
+        if inputs_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a known channel dimension. Received: shape "
+                f"{tuple(inputs_shape)}"
+            )
+        axes = {-1: int(inputs_shape[-1])}
         if self.fixed_length:
             if inputs_shape[1] is None:
                 raise ValueError(
@@ -46,15 +53,40 @@ class TokenMixer(keras.layers.Layer):
                     "sequence length must be known when it is built. Received: shape "
                     f"{tuple(inputs_shape)}; use keras.Input((sequence_length, channels))."
                 )
+            if inputs_shape[1] == 0:
+                raise ValueError(
+                    f"{type(self).__name__} needs a sequence of at least one token: it learns a "
+                    f"(length x length) matrix. Received: shape {tuple(inputs_shape)}"
+                )
             self.sequence_length = int(inputs_shape[1])
+        # Keras checks every later call against this: another rank or width is refused
+        # naming the expected and received shapes (the length: `_check_inputs`).
+        self.input_spec = keras.InputSpec(ndim=3, axes=axes)
 
-    def _check_sequence_length(self, length):
-        if self.fixed_length and isinstance(length, (int, np.integer)) and length != self.sequence_length:
+    def _check_inputs(self, inputs):
+        """`inputs`, refused if they are integers or (fixed length) of another length.
+
+        The input spec checks static shapes; a length only known at run time (a traced
+        function without a static shape) is checked in the graph.
+        """
+        if not keras.backend.is_float_dtype(inputs.dtype):
             raise ValueError(
-                f"{type(self).__name__} '{self.name}' was built for sequence length "
-                f"{self.sequence_length} and cannot mix a sequence of length {length}; "
-                "pad or crop to the built length (with a padding mask), or build a new layer."
+                f"{type(self).__name__} mixes floating-point embeddings (batch, sequence, "
+                f"channels). Received: inputs of dtype {keras.backend.standardize_dtype(inputs.dtype)}; "
+                "embed token ids first (e.g. keras.layers.Embedding) or cast the features."
             )
+        if not self.fixed_length:
+            return inputs
+        length = ops.shape(inputs)[1]
+        message = (
+            f"the length it was built for ({type(self).__name__} '{self.name}' was built for sequence length "
+            f"{self.sequence_length}); pad or crop to it (with a padding mask), or build a new layer"
+        )
+        if isinstance(length, (int, np.integer)):
+            if length != self.sequence_length:
+                raise ValueError(f"`inputs` must have {message}. Received: inputs of length {length}")
+            return inputs
+        return validation.holds("inputs", inputs, ops.equal(length, self.sequence_length), message)
 
     def _make_norm(self, name):
         return keras.layers.LayerNormalization(

@@ -59,7 +59,7 @@ class ExternalAttention(TokenMixer):
         self.memory_units = validation.positive_int("memory_units", memory_units)
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self._build_sequence_length(inputs_shape)
+        self._build_input_checks(inputs_shape)
         c = inputs_shape[-1]
         memory_shape = tuple(inputs_shape[:-1]) + (self.memory_units,)
         self.norm = self._make_norm("norm")
@@ -90,7 +90,8 @@ class ExternalAttention(TokenMixer):
         return attn / (ops.sum(attn, axis=-1, keepdims=True) + 1e-9)
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        m = resolve_padding_mask(mask, padding_mask)
+        inputs = self._check_inputs(inputs)
+        m = resolve_padding_mask(mask, padding_mask, inputs)
         attn = ops.cast(self._attention(inputs, m), self.compute_dtype)
         out = self.proj_out(self.memory_value(attn))
         return inputs + self.drop(out, training=training)

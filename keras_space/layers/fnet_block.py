@@ -63,7 +63,7 @@ class FNetBlock(TokenMixer):
         self.ffn_dim = validation.positive_int("ffn_dim", ffn_dim)
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self._build_sequence_length(inputs_shape)
+        self._build_input_checks(inputs_shape)
         c = inputs_shape[-1]
         self.norm1 = self._make_norm("norm1")
         self.norm1.build(inputs_shape)
@@ -76,7 +76,8 @@ class FNetBlock(TokenMixer):
         self.drop = self._make_dropout("dropout")
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        m = resolve_padding_mask(mask, padding_mask)
+        inputs = self._check_inputs(inputs)
+        m = resolve_padding_mask(mask, padding_mask, inputs)
         x32 = ops.cast(self._zero_padding(inputs, m), "float32")
         real, _ = ops.fft2((x32, ops.zeros_like(x32)))  # over the last two axes: sequence, channels
         y = self.norm1(inputs + ops.cast(real, inputs.dtype))

@@ -74,13 +74,8 @@ class GMLPBlock(TokenMixer):
         )
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self._build_sequence_length(inputs_shape)
+        self._build_input_checks(inputs_shape)
         n, c = self.sequence_length, inputs_shape[-1]
-        if n == 0:
-            raise ValueError(
-                "GMLPBlock needs a sequence of at least one token (its spatial weights are "
-                f"initialised in +-scale / length). Received: inputs shape {tuple(inputs_shape)}"
-            )
         half = self.ffn_dim // 2
         self.norm = self._make_norm("norm")
         self.norm.build(inputs_shape)
@@ -107,8 +102,8 @@ class GMLPBlock(TokenMixer):
         self.drop = self._make_dropout("dropout")
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self._check_sequence_length(ops.shape(inputs)[1])
-        m = resolve_padding_mask(mask, padding_mask)
+        inputs = self._check_inputs(inputs)
+        m = resolve_padding_mask(mask, padding_mask, inputs)
         x = self.norm(inputs)
         z1, z2 = ops.split(self.proj_in(x), 2, axis=-1)
         gate = self.spatial(self._zero_padding(self.gate_norm(z2), m))

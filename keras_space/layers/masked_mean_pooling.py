@@ -60,7 +60,7 @@ class MaskedMeanPooling(keras.layers.Layer):
         for t in tensors[1:]:
             x = x + ops.cast(t, "float32")
         x = x / float(len(tensors))
-        padding_mask = resolve_padding_mask(mask, padding_mask)
+        padding_mask = resolve_padding_mask(mask, padding_mask, x)
         if padding_mask is None:  # a length-0 sequence pools to zeros, as an all-padding row
             pooled = ops.sum(x, axis=1) / ops.maximum(ops.cast(ops.shape(x)[1], "float32"), 1.0)
         else:

@@ -62,7 +62,7 @@ class MLPMixerBlock(TokenMixer):
         self.channels_mlp_dim = validation.positive_int("channels_mlp_dim", channels_mlp_dim)
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self._build_sequence_length(inputs_shape)
+        self._build_input_checks(inputs_shape)
         n, c = self.sequence_length, inputs_shape[-1]
         hidden = n if self.tokens_mlp_dim is None else self.tokens_mlp_dim
         if self.causal and hidden != n:
@@ -86,8 +86,8 @@ class MLPMixerBlock(TokenMixer):
         self.drop = self._make_dropout("dropout")
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self._check_sequence_length(ops.shape(inputs)[1])
-        m = resolve_padding_mask(mask, padding_mask)
+        inputs = self._check_inputs(inputs)
+        m = resolve_padding_mask(mask, padding_mask, inputs)
         x = inputs
         h = self._zero_padding(self.norm1(x), m)
         h = self.token_out(ops.gelu(self.token_in(h), approximate=False))

@@ -150,11 +150,12 @@ class PromptEncoder(keras.layers.Layer):
 
     # ------------------------------------------------------------------ build
     def build(self, inputs_shape, token_ids_shape=None):
-        if inputs_shape[-1] is not None and inputs_shape[-1] != self.embedding_dim:
+        if len(inputs_shape) != 3 or inputs_shape[-1] not in (None, self.embedding_dim):
             raise ValueError(
-                f"The inputs' last axis must be embedding_dim={self.embedding_dim}. "
-                f"Received: inputs shape {tuple(inputs_shape)}"
+                "PromptEncoder expects token embeddings of shape (batch, sequence, "
+                f"embedding_dim={self.embedding_dim}). Received: inputs shape {tuple(inputs_shape)}"
             )
+        self.input_spec = keras.InputSpec(ndim=3, axes={-1: self.embedding_dim})
         self._check_length(inputs_shape[1])
         self.prompt_table = self.add_weight(
             name="prompt_table",
@@ -303,8 +304,8 @@ class PromptEncoder(keras.layers.Layer):
         ids = ops.convert_to_tensor(self.placeholder_ids, dtype="int32")
         hits = ops.equal(ops.cast(token_ids, "int32")[..., None], ids)  # (b, s, n)
         is_placeholder = ops.any(hits, axis=-1, keepdims=True)
-        validation.holds(  # a row without placeholders would silently run without the prompt
-            "token_ids", token_ids, ops.any(is_placeholder[..., 0], axis=1),
+        hits = validation.holds(  # a row without placeholders would run without the prompt
+            "token_ids", hits, ops.any(is_placeholder[..., 0], axis=1),
             f"at least one placeholder id {self.placeholder_ids} in every row (lay the texts "
             "into the template with apply_prompt_template)",
         )

@@ -121,6 +121,7 @@ class RandomProjection(keras.layers.Layer):
             initializer=lambda shape, dtype=None: ops.cast(matrix, dtype or "float32"),
             trainable=False,
         )
+        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
 
     def call(self, inputs):
         return ops.matmul(inputs, self.kernel)

@@ -59,7 +59,7 @@ class ResMLPBlock(TokenMixer):
         self.layerscale_init = validation.finite_float("layerscale_init", layerscale_init)
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self._build_sequence_length(inputs_shape)
+        self._build_input_checks(inputs_shape)
         n, c = self.sequence_length, inputs_shape[-1]
         for i in (1, 2):
             setattr(self, f"alpha{i}", self.add_weight(name=f"aff{i}_alpha", shape=(c,), initializer="ones"))
@@ -80,8 +80,8 @@ class ResMLPBlock(TokenMixer):
         return x * ops.cast(getattr(self, f"alpha{i}"), dt) + ops.cast(getattr(self, f"beta{i}"), dt)
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self._check_sequence_length(ops.shape(inputs)[1])
-        m = resolve_padding_mask(mask, padding_mask)
+        inputs = self._check_inputs(inputs)
+        m = resolve_padding_mask(mask, padding_mask, inputs)
         x = inputs
         h = self.token_mix(self._zero_padding(self._affine(x, 1), m))
         x = x + ops.cast(self.scale1, x.dtype) * self.drop(h, training=training)

@@ -77,6 +77,7 @@ class SimHash(keras.layers.Layer):
             initializer=lambda shape, dtype=None: ops.cast(planes, dtype or "float32"),
             trainable=False,
         )
+        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_dim})
 
     def call(self, inputs):
         # Signs in float32: a float16 product can round a small projection to 0.

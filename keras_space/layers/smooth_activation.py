@@ -52,6 +52,8 @@ class _SmoothBase(keras.layers.Layer):
         return (channels,) if self.per_channel else ()
 
     def build(self, input_shape):
+        if self.per_channel:  # later calls on another width are refused naming both shapes
+            self.input_spec = keras.InputSpec(axes={-1: self._channels(input_shape)[0]})
         self.log_sigma = self.add_weight(
             name="log_sigma",
             shape=self._channels(input_shape),

@@ -53,6 +53,8 @@ class SmoothMax(_SmoothBase):
 
     def build(self, input_shape):
         super().build(self._check(input_shape))
+        if self.input_spec is not None:  # one spec per input of the pair
+            self.input_spec = [self.input_spec, self.input_spec]
 
     def call(self, inputs):
         a, b = (self.cast_input(t) for t in inputs)

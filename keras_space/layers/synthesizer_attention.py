@@ -69,7 +69,7 @@ class SynthesizerAttention(TokenMixer):
         self.hidden_dim = validation.positive_int("hidden_dim", hidden_dim, allow_none=True)
 
     def build(self, inputs_shape, padding_mask_shape=None):
-        self._build_sequence_length(inputs_shape)
+        self._build_input_checks(inputs_shape)
         n, c = self.sequence_length, inputs_shape[-1]
         if c % self.num_heads:
             raise ValueError(
@@ -103,8 +103,8 @@ class SynthesizerAttention(TokenMixer):
         return ops.transpose(b, (0, 2, 1, 3))  # (batch, heads, n_q, n_k)
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self._check_sequence_length(ops.shape(inputs)[1])
-        m = resolve_padding_mask(mask, padding_mask)
+        inputs = self._check_inputs(inputs)
+        m = resolve_padding_mask(mask, padding_mask, inputs)
         n, heads = self.sequence_length, self.num_heads
         h = self.norm(inputs)
         allowed = key_mask(m, self.causal, n, n)

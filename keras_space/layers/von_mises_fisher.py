@@ -130,6 +130,7 @@ class VonMisesFisher(keras.layers.Layer):
                 f"VonMisesFisher needs a known last dimension d >= 2. Received: input_shape={input_shape}"
             )
         self.dim = int(d)
+        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: self.dim})
         if self.learn_kappa:
             self.log_kappa = self.add_weight(
                 name="log_kappa",
@@ -169,7 +170,7 @@ class VonMisesFisher(keras.layers.Layer):
         """
         work = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
         x = ops.cast(inputs, work)
-        scale = ops.max(ops.abs(x), axis=-1, keepdims=True)
+        scale = ops.max(ops.abs(x), axis=-1, keepdims=True, initial=0.0)  # empty batches too
         zero = ops.equal(scale, 0.0)  # False for NaN: NaN propagates
         x = x / ops.where(zero, ops.ones_like(scale), scale)
         x = x / ops.where(zero, ops.ones_like(scale), ops.norm(x, axis=-1, keepdims=True))

@@ -151,6 +151,7 @@ class WhiteningLayer(keras.layers.Layer):
                 f"`n_components`={self.n_components} exceeds the input dimension {d}. "
                 f"Received: n_components={self.n_components}"
             )
+        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: d})
         self.mean = self.add_weight(
             name="mean", shape=(d,), initializer="zeros", trainable=False, dtype="float64",
             autocast=False,  # float64 statistics on every call path (never cast to float16)

@@ -94,11 +94,12 @@ class InfoNCE(keras.losses.Loss):
                 "InfoNCE expects y_pred of shape (batch, 2, dim): anchors and positives. "
                 f"Received shape {y_pred.shape}"
             )
+        y_pred = _at_least_one_pair(y_pred)
         logits = self.logits(y_pred[:, 0], y_pred[:, 1])
         batch = ops.shape(logits)[0]
         eye = ops.eye(batch, dtype="bool")
         if self.mask_duplicates:
-            labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+            labels = _one_label_per_pair(ops.reshape(ops.cast(y_true, "int32"), (-1,)), batch)
             same = ops.equal(labels[:, None], labels[None, :])
             logits = ops.where(ops.logical_and(same, ops.logical_not(eye)), -1e9, logits)
         diag = ops.sum(ops.where(eye, logits, 0.0), axis=1)
@@ -121,3 +122,25 @@ def _in_batch_accuracy(anchors, positives, similarity="cosine"):
     """Fraction of anchors whose most similar positive in the batch is their own."""
     logits = InfoNCE(similarity=similarity).logits(anchors, positives)
     return ops.mean(ops.cast(ops.equal(ops.argmax(logits, axis=1), ops.arange(ops.shape(logits)[0])), "float32"))
+
+
+def _at_least_one_pair(y_pred):
+    """`y_pred`, refused when its batch is empty (a contrastive loss needs a pair)."""
+    batch = ops.shape(y_pred)[0]
+    what = "at least one (anchor, positive) pair: an empty batch has no contrastive loss"
+    if isinstance(batch, int):
+        if batch == 0:
+            raise ValueError(f"`y_pred` must hold {what}. Received: y_pred of shape {tuple(y_pred.shape)}")
+        return y_pred
+    return validation.holds("y_pred", y_pred, ops.greater(batch, 0), what)
+
+
+def _one_label_per_pair(labels, batch):
+    """`labels` (flat), refused unless there is one per pair (`mask_duplicates`)."""
+    what = "one label per (anchor, positive) pair when mask_duplicates=True"
+    size = ops.shape(labels)[0]
+    if isinstance(size, int) and isinstance(batch, int):
+        if size != batch:
+            raise ValueError(f"`y_true` must hold {what} ({batch}). Received: {size} labels")
+        return labels
+    return validation.holds("y_true", labels, ops.equal(size, batch), what)

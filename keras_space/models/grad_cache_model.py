@@ -34,6 +34,25 @@ def _seed_states(*models):
 _MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
 
 
+def _common_batch_size(anchors, positives):
+    """(anchors, batch): refused unless every tensor holds the same number (> 0) of rows.
+
+    Static sizes are checked at trace time; sizes only known at run time in the graph
+    (the returned anchors wait for that check).
+    """
+    sizes = [ops.shape(t)[0] for t in keras.tree.flatten((anchors, positives))]
+    what = "the same number of rows (> 0) in every anchor and positive tensor"
+    if all(isinstance(size, int) for size in sizes):
+        if len(set(sizes)) != 1 or sizes[0] == 0:
+            raise ValueError(
+                f"`x` = (anchors, positives) must hold {what}. Received: batch sizes {sizes}"
+            )
+        return anchors, sizes[0]
+    sizes = tf.stack([tf.cast(size, tf.int32) for size in sizes])
+    ok = tf.logical_and(tf.reduce_all(tf.equal(sizes, sizes[0])), sizes[0] > 0)
+    return validation.holds("x", anchors, ok, what), sizes[0]
+
+
 def _gather_across_replicas(local):
     """(all replicas' rows concatenated, this replica's row offset)."""
     ctx = tf.distribute.get_replica_context()
@@ -169,7 +188,7 @@ class GradCacheModel(keras.Model):
         """
         anchors = keras.tree.map_structure(ops.convert_to_tensor, anchors)
         positives = keras.tree.map_structure(ops.convert_to_tensor, positives)
-        batch = ops.shape(keras.tree.flatten(anchors)[0])[0]
+        anchors, batch = _common_batch_size(anchors, positives)
         n = self._chunks(batch)
         states = _seed_states(*self._towers())
         weights = self.trainable_weights
@@ -262,7 +281,9 @@ class GradCacheModel(keras.Model):
         if not isinstance(x, (tuple, list)) or len(x) != 2:
             raise ValueError(
                 "GradCacheModel.fit takes x = (anchors, positives) (each a tensor or a "
-                f"dict of tensors). Received: {type(x).__name__}"
+                "dict of tensors); a dataset yields ((anchors, positives),) or "
+                "((anchors, positives), labels), since Keras reads a pair (a, b) as (x, y). "
+                f"Received: x of type {type(x).__name__}"
             )
         anchors, positives = x
         loss, _, grads, reps = self.grad_cache_gradients(anchors, positives, y)

@@ -27,8 +27,8 @@ class _MaskPosition(keras.layers.Layer):
 
     def call(self, token_ids):
         is_mask = ops.equal(token_ids, self.mask_token_id)
-        validation.holds(
-            "token_ids", token_ids, ops.any(is_mask, axis=1),
+        is_mask = validation.holds(
+            "token_ids", is_mask, ops.any(is_mask, axis=1),
             f"the mask token {self.mask_token_id} in every row (the masked-LM head scores "
             "the label words there)",
         )

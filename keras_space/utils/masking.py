@@ -15,15 +15,28 @@ from keras_space.api_export import keras_space_export
 
 
 @keras_space_export("keras_space.utils.masking.resolve_padding_mask", serializable=False)
-def resolve_padding_mask(mask, padding_mask):
+def resolve_padding_mask(mask, padding_mask, inputs=None):
     """The (batch, sequence) boolean padding mask to use, or None.
 
     Args:
         mask: the Keras mask Keras passes to `call` (a tensor, a list of
             tensors for multi-input layers, or None).
         padding_mask: the `padding_mask` call argument, or None.
+        inputs: the (batch, sequence, ...) tensor the mask belongs to; when
+            given, a mask of another (static) shape is refused naming both.
     """
     m = padding_mask
     if m is None:
         m = mask[0] if isinstance(mask, (list, tuple)) else mask
-    return None if m is None else ops.cast(m, "bool")
+    if m is None:
+        return None
+    if inputs is not None:
+        expected, received = tuple(inputs.shape[:2]), tuple(m.shape)
+        if len(received) != 2 or any(
+            e is not None and r is not None and e != r for e, r in zip(expected, received, strict=False)
+        ):
+            raise ValueError(
+                f"`padding_mask` must have shape (batch, sequence) = {expected} to match the "
+                f"inputs of shape {tuple(inputs.shape)}. Received: padding_mask of shape {received}"
+            )
+    return ops.cast(m, "bool")

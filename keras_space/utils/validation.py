@@ -217,6 +217,8 @@ def positive_values(name, value, minimum=None, maximum=None):
 def holds(name, tensor, ok, what):
     """`tensor` (returned) if the boolean tensor `ok` is all True, else an error.
 
+    Use the returned tensor: inside a graph it is the one that waits for the check.
+
     Eagerly: a `ValueError` naming the argument and how many entries fail. Inside a
     traced function (TensorFlow backend): an `InvalidArgumentError` at run time with
     the same message (a graph cannot raise a Python error when its data arrive).
@@ -225,9 +227,10 @@ def holds(name, tensor, ok, what):
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        if not tf.executing_eagerly():
-            tf.debugging.assert_equal(tf.reduce_all(ok), True, message=message)
-            return tensor
+        if not tf.executing_eagerly():  # the returned tensor waits for the check
+            check = tf.debugging.assert_equal(tf.reduce_all(ok), True, message=message)
+            with tf.control_dependencies([check]):
+                return tf.nest.map_structure(tf.identity, tensor)
     bad = int(np.sum(~np.asarray(keras.ops.convert_to_numpy(ok))))
     if bad:
         raise ValueError(f"{message}. Received: {name} with {bad} entries that are not")
