@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_space import activations as A
@@ -57,13 +58,17 @@ class _SmoothBase(keras.layers.Layer):
         self.log_sigma = self.add_weight(
             name="log_sigma",
             shape=self._channels(input_shape),
-            initializer=keras.initializers.Constant(math.log(self.sigma)),
+            initializer=keras.initializers.Constant(np.float64(math.log(self.sigma))),
             trainable=self.trainable_sigma,
-            dtype="float32",
+            dtype=self._weight_dtype(),
         )
 
+    def _weight_dtype(self):
+        """float32 (never cast down under mixed precision), float64 for a float64 layer."""
+        return "float64" if self.dtype_policy.variable_dtype == "float64" else "float32"
+
     def current_sigma(self):
-        """The kernel width(s) now (a float32 tensor)."""
+        """The kernel width(s) now (float32; float64 for a float64 layer)."""
         return ops.exp(self.log_sigma)
 
     def cast_input(self, x):

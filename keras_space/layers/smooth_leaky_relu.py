@@ -1,6 +1,7 @@
 """SmoothLeakyReLU: the SAU activation (leaky ReLU smoothed), trainable alpha."""
 
 import keras
+import numpy as np
 
 from keras_space import activations as A
 from keras_space.api_export import keras_space_export
@@ -53,9 +54,9 @@ class SmoothLeakyReLU(_SmoothBase):
         self.alpha_weight = self.add_weight(
             name="alpha",
             shape=self._channels(input_shape),
-            initializer=keras.initializers.Constant(self.alpha),
+            initializer=keras.initializers.Constant(np.float64(self.alpha)),
             trainable=self.trainable_alpha,
-            dtype="float32",
+            dtype=self._weight_dtype(),
         )
 
     def smooth(self, x, sigma):
