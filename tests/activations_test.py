@@ -33,7 +33,19 @@ def convolve(f, x, sigma, kernel, jumps=()):
     return total
 
 
+def floor_reference(xs, sigma, kernel):
+    """E[floor(x + sigma Z)] integrated exactly piece by piece with scipy's CDF:
+    sum_n n P(n <= x + sigma Z < n + 1). (quad does the same integral one piece per
+    integer, ~100x slower.) The tails beyond |n| = 100 are below 1e-30 here."""
+    cdf = DIST[kernel].cdf
+    n = np.arange(-100, 100)[:, None]
+    xs = np.asarray(xs)[None, :]
+    return np.sum(n * (cdf((n + 1 - xs) / sigma) - cdf((n - xs) / sigma)), axis=0)
+
+
 def reference(f, xs, sigma, kernel, jumps=()):
+    if f is math.floor:
+        return floor_reference(xs, sigma, kernel)
     return np.array([convolve(f, x, sigma, kernel, jumps) for x in xs])
 
 
