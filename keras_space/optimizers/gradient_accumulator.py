@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.optimizers._lean_state import OwnVariablesOnly
 from keras_space.utils import validation
 
 _BASE_DEFAULTS = {
@@ -34,7 +35,7 @@ def _is_indexed_slices(g):
 
 
 @keras_space_export("keras_space.optimizers.GradientAccumulator")
-class GradientAccumulator(keras.optimizers.Optimizer):
+class GradientAccumulator(OwnVariablesOnly, keras.optimizers.Optimizer):
     """Wrap any Keras optimizer to apply the mean of `steps` micro-batch gradients.
 
     Every call to `apply` adds the gradients to float32 accumulators; every
@@ -54,7 +55,9 @@ class GradientAccumulator(keras.optimizers.Optimizer):
       variables) and gradients are all-reduced once per real update, by the
       inner optimizer.
     - The accumulators and the micro-step counter are optimizer variables:
-      a `.keras` file or a checkpoint saved mid-window resumes exactly.
+      a `.keras` file or a checkpoint saved mid-window resumes exactly. A
+      `.keras` file holds the inner optimizer's state once (plus one float32
+      copy of the trainable weights: the accumulators).
     - With a `LossScaleOptimizer`: wrapped inside (`GradientAccumulator(
       LossScaleOptimizer(opt), k)`), the scaled gradients are accumulated
       (the scale only changes at real updates) and a non-finite micro-step
