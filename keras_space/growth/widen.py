@@ -121,12 +121,13 @@ class _Widener:
 
     def transformer_encoder(self, old, new, s):
         """keras-hub TransformerEncoder on a residual stream of form s (kept through the block)."""
-        self.layer_norm(old._self_attention_layer_norm, new._self_attention_layer_norm, s, s)
-        self.layer_norm(old._feedforward_layer_norm, new._feedforward_layer_norm, s, s)
-        self.attention(old._self_attention_layer, new._self_attention_layer, s, s, s)
-        mid = s if _is_homogeneous(old._feedforward_intermediate_dense.activation) else 1.0
-        self.dense(old._feedforward_intermediate_dense, new._feedforward_intermediate_dense, s, mid)
-        self.dense(old._feedforward_output_dense, new._feedforward_output_dense, mid, s)
+        a, b = _backbones.transformer_sublayers(old), _backbones.transformer_sublayers(new)
+        self.layer_norm(a["attention_norm"], b["attention_norm"], s, s)
+        self.layer_norm(a["output_norm"], b["output_norm"], s, s)
+        self.attention(a["attention"], b["attention"], s, s, s)
+        mid = s if _is_homogeneous(a["intermediate"].activation) else 1.0
+        self.dense(a["intermediate"], b["intermediate"], s, mid)
+        self.dense(a["output"], b["output"], mid, s)
 
 
 # ----------------------------------------------------------------- rule table

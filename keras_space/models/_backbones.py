@@ -156,6 +156,21 @@ def is_bert_backbone(model):
     )
 
 
+def transformer_sublayers(layer):
+    """The parts of a keras-hub `TransformerEncoder` layer, by role.
+
+    keras-hub exposes no public accessors for them, so this is the one place
+    that reads its private attributes (attention: a `MultiHeadAttention`).
+    """
+    return {
+        "attention": layer._self_attention_layer,
+        "attention_norm": layer._self_attention_layer_norm,
+        "intermediate": layer._feedforward_intermediate_dense,
+        "output": layer._feedforward_output_dense,
+        "output_norm": layer._feedforward_layer_norm,
+    }
+
+
 def embedding_parts(backbone):
     """The embedding tables: token, position and (when present) segment."""
     names = ("token_embedding", "position_embedding", "segment_embedding")
