@@ -9,3 +9,4 @@ from keras_space.models.p_tuning import (
     p_tuning_model,
 )
 from keras_space.models.sentence_encoder import encode_texts, sentence_encoder
+from keras_space.models.serving import export_for_serving

@@ -1,0 +1,54 @@
+"""export_for_serving: boolean padding masks and raw strings, reloaded without Keras."""
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_space.models import export_for_serving, sentence_encoder
+from tests.conftest import load_minilm
+
+pytestmark = pytest.mark.slow
+TEXTS = ["A man is playing a guitar.", "Two dogs run in the snow, barking!", "ok"]
+
+
+def test_raw_strings_and_boolean_masks_serve_the_keras_outputs(tmp_path):
+    backbone, preprocessor = load_minilm(32)
+    model = sentence_encoder(backbone)
+    features = preprocessor(tf.constant(TEXTS))
+    assert features["padding_mask"].dtype == tf.bool  # what the preprocessor gives
+    want = model.predict(features, verbose=0)
+
+    export_for_serving(model, tmp_path / "features")
+    served = tf.saved_model.load(str(tmp_path / "features"))
+    got = served.serve({k: features[k] for k in ("token_ids", "segment_ids", "padding_mask")})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    export_for_serving(model, tmp_path / "strings", preprocessor=preprocessor)
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
+        served = tf.saved_model.load({str(tmp_path / "strings")!r})
+        np.save({str(tmp_path / "out.npy")!r}, served.serve(tf.constant({TEXTS!r})).numpy())
+        # (TensorFlow itself imports keras; neither keras-hub nor keras_space is needed)
+        assert not any(m.split(".")[0] in ("keras_hub", "keras_space")
+                       for m in sys.modules), "the server imported keras-hub or keras_space"
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, rtol=1e-5, atol=1e-5)
+
+
+def test_export_for_serving_refuses_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="functional Keras model"):
+        export_for_serving(keras.layers.Dense(2), tmp_path / "x")
+    inputs = keras.Input((2,), name="token_ids")
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    for bad in (3, 0, True):
+        with pytest.raises(ValueError, match="num_texts"):
+            export_for_serving(model, tmp_path / "x", num_texts=bad)
