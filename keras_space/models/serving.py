@@ -78,13 +78,13 @@ def export_for_serving(model, filepath, preprocessor=None, num_texts=1):
     if preprocessor is None:
         archive.add_endpoint("serve", run, input_signature=[specs])
     else:
-        warm_up = tuple(tf.constant(["warm up"]) for _ in range(num_texts))
-        preprocessor(warm_up[0] if num_texts == 1 else warm_up)  # builds it
+        # keras-hub preprocessors read a positional tuple as (x, y): pairs go as x=(a, b)
+        preprocessor(x=tuple(tf.constant(["warm up"]) for _ in range(num_texts)))  # builds it
         archive.track(preprocessor)
         strings = [tf.TensorSpec((None,), tf.string, name=f"text_{i}") for i in range(num_texts)]
 
         def serve(*texts):
-            features = preprocessor(texts[0] if num_texts == 1 else tuple(texts))
+            features = preprocessor(x=tuple(texts))
             if isinstance(features, tuple):  # (x, y, sample_weight) preprocessors
                 features = features[0]
             return run(features)

@@ -44,6 +44,21 @@ def test_raw_strings_and_boolean_masks_serve_the_keras_outputs(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, rtol=1e-5, atol=1e-5)
 
 
+def test_sentence_pairs_are_served_as_two_string_inputs(tmp_path):
+    import keras_hub
+
+    _, preprocessor = load_minilm(32)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=30522, num_layers=1, num_heads=2,
+                                             hidden_dim=8, intermediate_dim=16)
+    model = keras.Model(backbone.input, keras.layers.Dense(1)(backbone.output["pooled_output"]))
+    a, b = tf.constant(TEXTS), tf.constant(TEXTS[::-1])
+    want = model.predict(preprocessor(x=(a, b)), verbose=0)
+    export_for_serving(model, tmp_path / "pairs", preprocessor=preprocessor, num_texts=2)
+    served = tf.saved_model.load(str(tmp_path / "pairs"))  # kept: it owns the variables
+    got = served.serve(a, b)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_export_for_serving_refuses_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="functional Keras model"):
         export_for_serving(keras.layers.Dense(2), tmp_path / "x")
