@@ -30,7 +30,11 @@ def child(mode, batch, seq):
     import keras_hub
     import numpy as np
 
-    from keras_space.optimizers import GradientAccumulator, LayerwiseLearningRate, layerwise_decay
+    from keras_space.optimizers import (
+        GradientAccumulator,
+        LayerwiseLearningRate,
+        layerwise_decay,
+    )
     from keras_space.optimizers.schedules import warmup_linear_decay
     from keras_space.utils import minilm_path
 
