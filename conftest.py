@@ -61,6 +61,15 @@ def sts_dir():
 
 
 @pytest.fixture
+def sick_dir():
+    """The shared SICK data folder (skips when the data is absent)."""
+    path = os.path.join(SHARED, "data", "sick")
+    if not os.path.isdir(path):
+        pytest.skip(f"SICK data not found at {path}")
+    return path
+
+
+@pytest.fixture
 def tmp_cwd(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()

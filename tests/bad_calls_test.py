@@ -129,6 +129,36 @@ def test_grad_cache_refuses_mismatched_and_empty_batches():
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="same number of rows"):
         _grad_cache().fit(uneven, verbose=0)
+    # tuples: a negative tensor of another size, a 1-tuple, the old two-argument call
+    with pytest.raises(ValueError, match=r"Received: batch sizes \[6, 6, 5\]"):
+        _grad_cache().grad_cache_gradients((x, x, x[:5]))
+    with pytest.raises(ValueError, match=r"hard negatives.*Received: x of length 1"):
+        _grad_cache().grad_cache_gradients((x,))
+    with pytest.raises(ValueError, match=r"Received: x of type ndarray"):
+        _grad_cache().grad_cache_gradients(x, x)
+
+
+def test_grad_cache_learned_temperature_needs_its_weight_and_info_nce_its_scale():
+    x = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+    y_pred = np.stack([x, x], axis=1)
+    with pytest.raises(ValueError, match="needs `logit_scale=`.*Received: logit_scale=None"):
+        InfoNCE(learnable_temperature=True)(None, y_pred)
+    with pytest.raises(ValueError, match="only taken with `learnable_temperature=True`"):
+        InfoNCE()(None, y_pred, logit_scale=10.0)
+    with pytest.raises(ValueError, match=r"at least 1 / max_logit_scale = 0.01.*temperature=0.001"):
+        InfoNCE(0.001, learnable_temperature=True)
+    for name, value in (("max_logit_scale", 0), ("max_logit_scale", np.inf),
+                        ("learnable_temperature", "yes")):
+        with pytest.raises(ValueError, match=f"{name}="):
+            InfoNCE(**{name: value})
+    with pytest.raises(ValueError, match=r"\(batch, 2 \+ hard negatives, dim\).*\(6, 1, 3\)"):
+        InfoNCE()(None, x[:, None])
+    # a model compiled with a fixed temperature has no weight to learn
+    model = _grad_cache()
+    model.compile(optimizer="sgd", loss=InfoNCE())
+    model.loss = InfoNCE(learnable_temperature=True)
+    with pytest.raises(ValueError, match="no `logit_scale` weight: compile the model"):
+        model.grad_cache_gradients((x, x))
 
 
 def test_grad_cache_builds_an_unbuilt_encoder():

@@ -5,22 +5,13 @@ import os
 import numpy as np
 
 from keras_space.api_export import keras_space_export
+from keras_space.datasets._lines import decoded_lines, finite_score
 from keras_space.utils import validation
 
 
 def _read_file(path, skip_unscored):
     s1, s2, scores = [], [], []
-    with open(path, "rb") as f:
-        raw = f.read()
-    for lineno, encoded in enumerate(raw.splitlines(), 1):
-        try:
-            line = encoded.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(
-                f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start}); STS files are UTF-8"
-            ) from e
-        if not line:
-            continue
+    for lineno, line in decoded_lines(path, "STS"):
         parts = line.split("\t")
         if len(parts) != 3:
             raise ValueError(
@@ -33,14 +24,11 @@ def _read_file(path, skip_unscored):
             value = float("nan")
         else:
             try:
-                value = float(score)
+                value = finite_score(path, lineno, "score", score)
             except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: score {score!r} is not a number") from e
-            if not np.isfinite(value):
-                raise ValueError(
-                    f"{path}:{lineno}: score {score!r} is not finite (an unscored pair has an "
-                    "empty score field)"
-                )
+                if "not finite" not in str(e):
+                    raise
+                raise ValueError(f"{e} (an unscored pair has an empty score field)") from None
         s1.append(a)
         s2.append(b)
         scores.append(value)

@@ -9,8 +9,10 @@ collectives. Stacking, casting and slicing outside those use `keras.ops` /
 """
 
 import inspect
+import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -33,35 +35,83 @@ def _seed_states(*models):
 
 _MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
 
+_X_FORMAT = (
+    "x = (anchors, positives, hard negatives...) (each a tensor or a dict of tensors); a "
+    "dataset yields ((anchors, positives, ...),) or ((anchors, positives, ...), labels), "
+    "since Keras reads a pair (a, b) as (x, y)"
+)
 
-def _common_batch_size(anchors, positives):
-    """(anchors, batch): refused unless every tensor holds the same number (> 0) of rows.
+
+def _tuple_parts(x):
+    """`x` as a tuple of >= 2 parts (anchors, positives, negatives...), or a ValueError."""
+    if not isinstance(x, (tuple, list)) or len(x) < 2:
+        what = f"of length {len(x)}" if isinstance(x, (tuple, list)) else f"of type {type(x).__name__}"
+        raise ValueError(f"GradCacheModel takes {_X_FORMAT}. Received: x {what}")
+    return tuple(x)
+
+
+def _common_batch_size(parts):
+    """(parts, batch): refused unless every tensor holds the same number (> 0) of rows.
 
     Static sizes are checked at trace time; sizes only known at run time in the graph
-    (the returned anchors wait for that check).
+    (the returned parts wait for that check).
     """
-    sizes = [ops.shape(t)[0] for t in keras.tree.flatten((anchors, positives))]
-    what = "the same number of rows (> 0) in every anchor and positive tensor"
+    sizes = [ops.shape(t)[0] for t in keras.tree.flatten(parts)]
+    what = "the same number of rows (> 0) in every anchor, positive and negative tensor"
     if all(isinstance(size, int) for size in sizes):
         if len(set(sizes)) != 1 or sizes[0] == 0:
             raise ValueError(
-                f"`x` = (anchors, positives) must hold {what}. Received: batch sizes {sizes}"
+                f"`x` = (anchors, positives, ...) must hold {what}. Received: batch sizes {sizes}"
             )
-        return anchors, sizes[0]
+        return parts, sizes[0]
     sizes = tf.stack([tf.cast(size, tf.int32) for size in sizes])
     ok = tf.logical_and(tf.reduce_all(tf.equal(sizes, sizes[0])), sizes[0] > 0)
-    return validation.holds("x", anchors, ok, what), sizes[0]
+    return validation.holds("x", parts, ok, what), sizes[0]
 
 
-def _gather_across_replicas(local):
-    """(all replicas' rows concatenated, this replica's row offset)."""
+def _tuple_weights(sample_weight, batch):
+    """`sample_weight` as a (batch,) tensor, refused unless finite and >= 0, one per tuple."""
+    weights = ops.convert_to_tensor(sample_weight)
+    if len(weights.shape) == 2 and weights.shape[1] == 1:
+        weights = weights[:, 0]
+    size = ops.shape(weights)[0] if len(weights.shape) == 1 else None
+    if size is None or (isinstance(size, int) and isinstance(batch, int) and size != batch):
+        raise ValueError(
+            f"`sample_weight` must hold one weight per tuple ({batch}). Received: "
+            f"sample_weight of shape {tuple(weights.shape)}"
+        )
+    ok = ops.logical_and(ops.all(ops.isfinite(weights)), ops.all(weights >= 0))
+    ok = ops.logical_and(ok, ops.equal(ops.shape(weights)[0], batch))
+    return validation.holds("sample_weight", weights, ok, f"finite weights >= 0, one per tuple ({batch})")
+
+
+def _gather_across_replicas(local, *extras):
+    """(all replicas' rows concatenated, this replica's row offset, extras gathered too).
+
+    `extras` (labels, sample weights; None stays None) are gathered the same way, so
+    the loss sees the whole global batch with its labels and weights.
+    """
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
-        return local, 0
+        return local, 0, extras
     sizes = ctx.all_gather(tf.shape(local)[:1], axis=0)
     replica = ctx.replica_id_in_sync_group
     offset = tf.reduce_sum(sizes[:replica])
-    return ctx.all_gather(local, axis=0), offset
+    extras = tuple(None if e is None else ctx.all_gather(e, axis=0) for e in extras)
+    return ctx.all_gather(local, axis=0), offset, extras
+
+
+class _AtMost(keras.constraints.Constraint):
+    """Clips a weight at `limit` after each update (CLIP's clamp of its logit scale)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+
+    def __call__(self, w):
+        return ops.minimum(w, ops.cast(np.float64(self.limit), w.dtype))
+
+    def get_config(self):
+        return {"limit": self.limit}
 
 
 @keras_space_export("keras_space.models.GradCacheModel")
@@ -70,7 +120,8 @@ class GradCacheModel(keras.Model):
 
     `train_step` does gradient caching: (1) embed every micro-batch without
     recording gradients, (2) compute the full-batch loss with a tape on the
-    embeddings only and keep d loss / d embedding, (3) re-embed each
+    embeddings only and keep d loss / d embedding (and the gradient of a
+    learned temperature, which only this pass sees), (3) re-embed each
     micro-batch under a tape and back-propagate those cached embedding
     gradients (`tape.gradient(h, weights, output_gradients=g)`), summing, (4)
     apply once. Peak memory is one micro-batch of activations plus the batch's
@@ -80,6 +131,22 @@ class GradCacheModel(keras.Model):
     pass 3. The loss is scaled with `optimizer.scale_loss` inside the tape
     (mixed precision), and the logged loss is the true one.
 
+    Data: `x = (anchors, positives)` or `(anchors, positives, negatives_1, ...,
+    negatives_n)`, each a tensor or a dict of tensors with the same number of
+    rows: with `InfoNCE` every anchor is scored against every positive and
+    every hard negative of the whole batch (sentence-transformers' cached
+    multiple-negatives ranking loss; dense-passage retrieval's query with a
+    group of passages). Optional `y` (labels, for `InfoNCE(mask_duplicates=True)`)
+    and `sample_weight` (one weight per tuple: the weighted loss's large-batch
+    gradient, exactly). Under `tf.distribute` the embeddings, labels and
+    weights of all replicas are gathered, so the negatives are global.
+
+    A learned temperature: compile with `InfoNCE(learnable_temperature=True)`
+    and the model creates the weight `logit_scale` (s, the scale being exp(s),
+    CLIP's parametrisation; initialised to log(1 / temperature), clipped at
+    log(max_logit_scale) after each update), trained by the optimizer with the
+    encoders and saved with the model. `model.temperature` reads it.
+
     Usage: `model.compile(optimizer, loss=InfoNCE())`, then
     `model.fit((anchors, positives), batch_size=LARGE)`; the last batch may be
     smaller than a multiple of `micro_batch_size`. Any optimizer works,
@@ -87,10 +154,11 @@ class GradCacheModel(keras.Model):
 
     Args:
         encoder: a Keras model mapping one input batch to (batch, dim)
-            embeddings (used for anchors, and for positives unless
-            `positive_encoder` is given).
+            embeddings (used for anchors, and for positives and negatives
+            unless `positive_encoder` is given).
         micro_batch_size: samples per micro-batch in passes 1 and 3.
-        positive_encoder: optional second tower for the positives. Defaults to `None`.
+        positive_encoder: optional second tower (a document encoder) for the
+            positives and the hard negatives. Defaults to `None`.
         **kwargs: `keras.Model` keyword arguments (`name`, ...).
 
     Raises:
@@ -110,6 +178,7 @@ class GradCacheModel(keras.Model):
     model = GradCacheModel(encoder, micro_batch_size=32)
     model.compile(optimizer="adam", loss=InfoNCE(temperature=0.05))
     model.fit((anchors, positives), batch_size=512, epochs=1)
+    model.fit((anchors, positives, hard_negatives), batch_size=512)  # tuples
     ```
 
     References:
@@ -136,6 +205,7 @@ class GradCacheModel(keras.Model):
         self.encoder = encoder
         self.positive_encoder = positive_encoder
         self.micro_batch_size = micro_batch_size
+        self.logit_scale = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         # train_step never calls the model itself: it is built when its
@@ -146,12 +216,46 @@ class GradCacheModel(keras.Model):
     def _towers(self):
         return self.encoder, self.positive_encoder or self.encoder
 
-    def call(self, inputs, training=None):
-        anchors, positives = inputs
+    def _embedding_dtype(self):
+        """float64 for float64 encoders, else float32 (embeddings never in half precision)."""
+        return "float64" if self.encoder.compute_dtype == "float64" else "float32"
+
+    def _embed(self, parts, training):
+        """(batch, k, dim): part 0 through the first tower, the others through the second."""
         first, second = self._towers()
-        a = first(anchors, training=training)
-        p = second(positives, training=training)
-        return ops.stack([ops.cast(a, "float32"), ops.cast(p, "float32")], axis=1)
+        dtype = self._embedding_dtype()
+        embeddings = [first(parts[0], training=training)]
+        embeddings += [second(part, training=training) for part in parts[1:]]
+        return ops.stack([ops.cast(e, dtype) for e in embeddings], axis=1)
+
+    def call(self, inputs, training=None):
+        return self._embed(_tuple_parts(inputs), training)
+
+    def compile(self, *args, **kwargs):
+        """`keras.Model.compile`; with `InfoNCE(learnable_temperature=True)` it also
+        creates the `logit_scale` weight (once: compiling again keeps its value)."""
+        super().compile(*args, **kwargs)
+        loss = self._contrastive_loss()
+        if getattr(loss, "learnable_temperature", False) and self.logit_scale is None:
+            self.logit_scale = self.add_weight(
+                shape=(),
+                name="logit_scale",
+                initializer=keras.initializers.Constant(np.float64(math.log(1.0 / loss.temperature))),
+                constraint=_AtMost(math.log(loss.max_logit_scale)),
+            )
+
+    def compile_from_config(self, config):
+        """Recompile on load (Keras skips models whose `compile` is overridden)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    @property
+    def temperature(self):
+        """The loss's temperature: the learned one (1 / exp(logit_scale)) if it is learned."""
+        if self.logit_scale is not None:
+            return float(1.0 / ops.exp(ops.convert_to_tensor(self.logit_scale)))
+        return self._contrastive_loss().temperature
 
     @property
     def metrics(self):
@@ -165,69 +269,81 @@ class GradCacheModel(keras.Model):
             raise ValueError("GradCacheModel takes a single loss (e.g. InfoNCE()).")
         return keras.losses.get(loss) if isinstance(loss, str) else loss
 
+    def _loss_value(self, loss_fn, y, reps, sample_weight):
+        """The loss of embeddings `reps`, with the learned scale when there is one."""
+        if getattr(loss_fn, "learnable_temperature", False):
+            if self.logit_scale is None:
+                raise ValueError(
+                    "The loss has learnable_temperature=True but this GradCacheModel has no "
+                    "`logit_scale` weight: compile the model with that loss (compile creates it)."
+                )
+            scale = ops.exp(ops.cast(self.logit_scale, reps.dtype))
+            return loss_fn(y, reps, sample_weight=sample_weight, logit_scale=scale)
+        return loss_fn(y, reps, sample_weight=sample_weight)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The contrastive loss of embeddings `y_pred` (Keras's symbolic build calls it)."""
+        return self._loss_value(self._contrastive_loss(), y, y_pred, sample_weight)
+
     def _chunks(self, batch):
         m = self.micro_batch_size
         return (batch + m - 1) // m
 
-    def _encode_chunk(self, anchors, positives, i, training=True):
+    def _encode_chunk(self, parts, i, training=True):
         m = self.micro_batch_size
+        chunk = keras.tree.map_structure(lambda t: t[i * m : (i + 1) * m], parts)
+        return self._embed(chunk, training)
 
-        def chunk(tree):
-            return keras.tree.map_structure(lambda t: t[i * m : (i + 1) * m], tree)
-
-        first, second = self._towers()
-        a = first(chunk(anchors), training=training)
-        p = second(chunk(positives), training=training)
-        return ops.cast(a, "float32"), ops.cast(p, "float32")
-
-    def grad_cache_gradients(self, anchors, positives, y=None):
+    def grad_cache_gradients(self, x, y=None, sample_weight=None):
         """(loss, scaled loss, gradients, embeddings) by gradient caching.
 
-        The gradients are of the scaled loss (what the optimizer expects);
-        `loss` is the true one. Seed states end as after pass 1.
+        `x` = (anchors, positives, negatives...); the gradients (in the order of
+        `trainable_weights`) are of the scaled loss (what the optimizer
+        expects); `loss` is the true one. Seed states end as after pass 1.
         """
-        anchors = keras.tree.map_structure(ops.convert_to_tensor, anchors)
-        positives = keras.tree.map_structure(ops.convert_to_tensor, positives)
-        anchors, batch = _common_batch_size(anchors, positives)
+        parts = keras.tree.map_structure(ops.convert_to_tensor, _tuple_parts(x))
+        parts, batch = _common_batch_size(parts)
+        if sample_weight is not None:
+            sample_weight = _tuple_weights(sample_weight, batch)
         n = self._chunks(batch)
         states = _seed_states(*self._towers())
         weights = self.trainable_weights
         loss_fn = self._contrastive_loss()
+        dtype = self._embedding_dtype()
 
         # Pass 1: embeddings without a tape; snapshot RNG states per chunk.
         snapshots = [tf.TensorArray(s.dtype, size=n) for s in states]
-        rank2 = tf.TensorShape([None, None])
-        embeds_a = tf.TensorArray(tf.float32, size=n, infer_shape=False, element_shape=rank2)
-        embeds_p = tf.TensorArray(tf.float32, size=n, infer_shape=False, element_shape=rank2)
-
-        def pass1(i, snaps, ea, ep):
-            snaps = [ta.write(i, s.value) for ta, s in zip(snaps, states, strict=True)]
-            a, p = self._encode_chunk(anchors, positives, i)
-            return i + 1, snaps, ea.write(i, a), ep.write(i, p)
-
-        _, snapshots, embeds_a, embeds_p = tf.while_loop(
-            lambda i, *_: i < n, pass1, (tf.constant(0), snapshots, embeds_a, embeds_p)
+        embeds = tf.TensorArray(
+            dtype, size=n, infer_shape=False, element_shape=tf.TensorShape([None, len(parts), None])
         )
+
+        def pass1(i, snaps, embeds):
+            snaps = [ta.write(i, s.value) for ta, s in zip(snaps, states, strict=True)]
+            return i + 1, snaps, embeds.write(i, self._encode_chunk(parts, i))
+
+        _, snapshots, embeds = tf.while_loop(lambda i, *_: i < n, pass1, (tf.constant(0), snapshots, embeds))
         after = [s.value for s in states]
-        local_reps = tf.stack([embeds_a.concat(), embeds_p.concat()], axis=1)
+        local_reps = embeds.concat()
 
         # Pass 2: the full-batch loss on the embeddings only. Under
-        # tf.distribute the embeddings of all replicas are gathered first, so
-        # the negatives are global; each replica then keeps the slice of
-        # d loss / d embeddings that belongs to its own samples (no gradient
-        # flows through the collective), and the optimizer's one all-reduce
-        # sums the replicas' parameter gradients.
-        reps, offset = _gather_across_replicas(local_reps)
+        # tf.distribute the embeddings (labels, weights) of all replicas are
+        # gathered first, so the negatives are global; each replica then keeps
+        # the slice of d loss / d embeddings that belongs to its own samples (no
+        # gradient flows through the collective), and the optimizer's one
+        # all-reduce sums the replicas' parameter gradients.
+        reps, offset, (y, sample_weight) = _gather_across_replicas(local_reps, y, sample_weight)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        scale_weights = [self.logit_scale] if self.logit_scale is not None else []
         with tf.GradientTape() as tape:
             tape.watch(reps)
-            loss = loss_fn(y, reps)
+            loss = self._loss_value(loss_fn, y, reps, sample_weight)
             if replicas > 1 and getattr(loss_fn, "reduction", None) in _MEAN_REDUCTIONS:
                 # Keras divides mean losses by the replica count, assuming each
                 # replica sees its own part of the batch; this loss is global.
                 loss = loss * float(replicas)
             scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
-        cache = tape.gradient(scaled, reps)[offset : offset + batch]
+        cache, *scale_grads = tape.gradient(scaled, [reps, *scale_weights])
+        cache = cache[offset : offset + batch]
 
         # Pass 3: re-embed each chunk under a tape with the same RNG states and
         # back-propagate the cached embedding gradients.
@@ -238,65 +354,56 @@ class GradCacheModel(keras.Model):
             for s, ta in zip(states, snapshots, strict=True):
                 s.assign(ta.read(i))
             with tf.GradientTape() as chunk_tape:
-                a, p = self._encode_chunk(anchors, positives, i)
-                h = ops.stack([a, p], axis=1)
-            g = cache[i * m : (i + 1) * m]
-            parts = chunk_tape.gradient(h, weights, output_gradients=g)
+                h = self._encode_chunk(parts, i)
+            parts_grads = chunk_tape.gradient(h, weights, output_gradients=cache[i * m : (i + 1) * m])
             grads = [
                 acc if part is None else acc + tf.cast(tf.convert_to_tensor(part), acc.dtype)
-                for acc, part in zip(grads, parts, strict=True)
+                for acc, part in zip(grads, parts_grads, strict=True)
             ]
             return i + 1, grads
 
         _, grads = tf.while_loop(lambda i, *_: i < n, pass3, (tf.constant(0), zeros))
         for s, value in zip(states, after, strict=True):
             s.assign(value)
+        # The temperature's gradient is pass 2's: every replica computed the whole
+        # of it, and the optimizer's all-reduce sums the replicas.
+        for w, g in zip(scale_weights, scale_grads, strict=True):
+            index = next(j for j, v in enumerate(weights) if v is w)
+            grads[index] = grads[index] + tf.cast(g, grads[index].dtype) / float(replicas)
         return loss, scaled, grads, reps
 
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`, refusing `sample_weight`/`class_weight` (see `train_step`).
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`; `sample_weight` weights the tuples, `class_weight` is refused.
 
-        Keras drops `sample_weight` silently when `y` is None, before
-        `train_step` sees the data, so the refusal is made here too.
+        Keras drops `sample_weight` when `y` is None (before `train_step` sees the
+        data), so then `y` is set to dummy labels (the loss ignores them unless
+        `mask_duplicates`).
         """
-        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
-        for name in ("sample_weight", "class_weight"):
-            if bound.get(name) is not None:
-                raise ValueError(
-                    f"GradCacheModel.fit does not support `{name}` yet: the cached gradient is "
-                    "that of the unweighted in-batch loss, so weights would be silently "
-                    f"ignored. Received: {name} of type {type(bound[name]).__name__}"
-                )
-        return super().fit(*args, **kwargs)
+        bound = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
+        if bound.get("class_weight") is not None:
+            raise ValueError(
+                "GradCacheModel.fit does not support `class_weight`: a contrastive loss has no "
+                "classes (pass per-tuple `sample_weight` instead). Received: class_weight of "
+                f"type {type(bound['class_weight']).__name__}"
+            )
+        sample_weight = bound.get("sample_weight")
+        if sample_weight is not None and y is None:
+            y = ops.zeros((ops.shape(sample_weight)[0],), "int32")
+        return super().fit(x, y, *args, **kwargs)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if sample_weight is not None:
-            raise ValueError(
-                "GradCacheModel.fit does not support `sample_weight` yet (here from the data: "
-                "a dataset yielding (x, y, sample_weight)): the cached gradient is that of "
-                "the unweighted in-batch loss, so weights would be silently ignored. "
-                f"Received: sample_weight of shape {tuple(sample_weight.shape)}"
-            )
-        if not isinstance(x, (tuple, list)) or len(x) != 2:
-            raise ValueError(
-                "GradCacheModel.fit takes x = (anchors, positives) (each a tensor or a "
-                "dict of tensors); a dataset yields ((anchors, positives),) or "
-                "((anchors, positives), labels), since Keras reads a pair (a, b) as (x, y). "
-                f"Received: x of type {type(x).__name__}"
-            )
-        anchors, positives = x
-        loss, _, grads, reps = self.grad_cache_gradients(anchors, positives, y)
+        loss, _, grads, reps = self.grad_cache_gradients(x, y, sample_weight)
         self.optimizer.apply(grads, self.trainable_weights)
         self.loss_tracker.update_state(loss)
-        self.accuracy_tracker.update_state(_in_batch_accuracy(reps[:, 0], reps[:, 1]))
+        self.accuracy_tracker.update_state(_in_batch_accuracy(reps))
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         reps = self(x, training=False)
-        self.loss_tracker.update_state(self._contrastive_loss()(y, reps))
-        self.accuracy_tracker.update_state(_in_batch_accuracy(reps[:, 0], reps[:, 1]))
+        self.loss_tracker.update_state(self._loss_value(self._contrastive_loss(), y, reps, sample_weight))
+        self.accuracy_tracker.update_state(_in_batch_accuracy(reps))
         return {m.name: m.result() for m in self.metrics}
 
     def get_config(self):

@@ -46,10 +46,39 @@ def test_duplicate_label_masking():
         InfoNCE(mask_duplicates=True)(None, y)
 
 
+def mnrl_reference(a, candidates, scale, weights=None):
+    """sentence-transformers' MultipleNegativesRankingLoss: anchors against the concatenated
+    positives and negatives, cross-entropy with target i."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    c = candidates / np.linalg.norm(candidates, axis=1, keepdims=True)
+    logits = a @ c.T * scale
+    rows = logsumexp(logits, axis=1) - logits[np.arange(len(a)), np.arange(len(a))]
+    return np.mean(rows if weights is None else weights * rows)
+
+
+def test_hard_negatives_weights_and_a_given_logit_scale_match_numpy():
+    n1, n2 = RNG.normal(size=(6, 5)), A + RNG.normal(size=(6, 5))
+    y = np.stack([A, P, n1, n2], axis=1)                  # float64 in, float64 out
+    got = InfoNCE(0.05)(None, y)
+    assert got.dtype == "float64"
+    np.testing.assert_allclose(float(got), mnrl_reference(A, np.concatenate([P, n1, n2]), 20.0), rtol=1e-13)
+    w = RNG.uniform(size=6)
+    weighted = InfoNCE(0.05)(None, y, sample_weight=w)
+    np.testing.assert_allclose(float(weighted), mnrl_reference(A, np.concatenate([P, n1, n2]), 20.0, w), rtol=1e-13)
+    learned = InfoNCE(0.05, learnable_temperature=True)(None, y, logit_scale=np.float64(7.5))
+    np.testing.assert_allclose(float(learned), mnrl_reference(A, np.concatenate([P, n1, n2]), 7.5), rtol=1e-13)
+    # labels mask other tuples' positives only; the hard negatives stay
+    labels = np.array([0, 1, 0, 2, 1, 3])
+    masked = float(InfoNCE(0.05, mask_duplicates=True)(labels, y[:, :2]))
+    np.testing.assert_allclose(masked, reference(A, P, 0.05, False, "cosine", labels), rtol=1e-12)
+
+
 def test_float16_inputs_and_config():
     loss = InfoNCE(0.05, symmetric=True)
     y = np.stack([A, P], 1).astype("float16")
     assert np.isfinite(float(loss(None, y)))
+    revived = InfoNCE.from_config(InfoNCE(0.07, learnable_temperature=True, max_logit_scale=50.0).get_config())
+    assert revived.learnable_temperature and revived.max_logit_scale == 50.0
     revived = InfoNCE.from_config(loss.get_config())
     assert revived.get_config() == loss.get_config()
     assert keras.saving.get_registered_name(InfoNCE) == "keras_space>InfoNCE"
@@ -60,5 +89,5 @@ def test_bad_arguments():
         InfoNCE(temperature=0)
     with pytest.raises(ValueError, match="similarity='l2'"):
         InfoNCE(similarity="l2")
-    with pytest.raises(ValueError, match=r"\(batch, 2, dim\)"):
+    with pytest.raises(ValueError, match=r"\(batch, 2 \+ hard negatives, dim\)"):
         InfoNCE()(None, A.astype("float32"))

@@ -46,7 +46,7 @@ def built(model):
 
 def test_without_dropout_equals_a_plain_full_batch_tape():
     model = built(GradCacheModel(encoder(), micro_batch_size=16))
-    loss, _, grads, _ = model.grad_cache_gradients(A, P)
+    loss, _, grads, _ = model.grad_cache_gradients((A, P))
     with tf.GradientTape() as tape:
         full = InfoNCE(0.1, symmetric=True)(None, model((A, P), training=True))
     reference = tape.gradient(full, model.trainable_weights)
@@ -59,7 +59,7 @@ def test_with_dropout_equals_the_full_batch_pass_with_the_same_masks(micro):
     model = built(GradCacheModel(encoder(dropout=0.3), micro_batch_size=micro))
     states = _seed_states(model.encoder)
     start = [s.numpy() for s in states]
-    loss, _, grads, _ = model.grad_cache_gradients(A, P)
+    loss, _, grads, _ = model.grad_cache_gradients((A, P))
     after = [s.numpy() for s in states]
     # the reference: one tape over the whole batch, consuming the RNG in the
     # same order (anchors then positives, chunk by chunk)
@@ -159,7 +159,7 @@ def test_dict_inputs_like_keras_hub():
     model.compile(keras.optimizers.SGD(0.1), loss=InfoNCE(0.1))
     xa = {"a": A, "b": P}
     xp = {"a": P, "b": A}
-    loss, _, grads, _ = model.grad_cache_gradients(xa, xp)
+    loss, _, grads, _ = model.grad_cache_gradients((xa, xp))
     with tf.GradientTape() as tape:
         full = InfoNCE(0.1)(None, model((xa, xp), training=True))
     assert relative(grads, tape.gradient(full, model.trainable_weights)) < 1e-5
@@ -199,22 +199,9 @@ def test_mirrored_strategy_equals_single_device_with_global_negatives():
 def test_two_towers_equal_a_plain_full_batch_tape():
     model = GradCacheModel(encoder(seed=0), micro_batch_size=16, positive_encoder=encoder(seed=1))
     model.compile(keras.optimizers.SGD(0.1), loss=InfoNCE(0.1, symmetric=True))
-    loss, _, grads, _ = model.grad_cache_gradients(A, P)
+    loss, _, grads, _ = model.grad_cache_gradients((A, P))
     assert len(model.trainable_weights) == 2 * len(model.encoder.trainable_weights)
     with tf.GradientTape() as tape:
         full = InfoNCE(0.1, symmetric=True)(None, model((A, P), training=True))
     np.testing.assert_allclose(float(loss), float(full), rtol=1e-6)
     assert relative(grads, tape.gradient(full, model.trainable_weights)) < 1e-5
-
-
-def test_sample_weight_is_refused_not_ignored():
-    model = built(GradCacheModel(encoder(), micro_batch_size=16))
-    before = model.get_weights()
-    for kwargs in (dict(sample_weight=np.zeros(50, "float32")), dict(class_weight={0: 1.0})):
-        with pytest.raises(ValueError, match="does not support `(sample|class)_weight`"):
-            model.fit((A, P), None, batch_size=50, verbose=0, **kwargs)
-    dataset = tf.data.Dataset.from_tensor_slices(((A, P), np.zeros(50, "int32"), np.zeros(50, "float32")))
-    with pytest.raises(ValueError, match="does not support `sample_weight`"):
-        model.fit(dataset.batch(50), verbose=0)
-    for a, b in zip(before, model.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
