@@ -76,7 +76,7 @@ def cross_encoder():
 
     backbone = keras_hub.models.BertBackbone.from_preset(minilm_path())
     # Mean over the real tokens of the pair, the pooling MiniLM was trained with
-    # (its [CLS]/pooler output scored 17 points lower after the same training).
+    # (one epoch: mean 49.1 against 32.5 from the [CLS] pooler output, mean Spearman on 2016).
     pooled = MaskedMeanPooling()(backbone.output["sequence_output"],
                                  padding_mask=backbone.input["padding_mask"])
     score = keras.layers.Dense(1, name="score")(keras.layers.Dropout(0.1)(pooled))
