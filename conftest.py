@@ -51,22 +51,24 @@ def minilm():
         pytest.skip(str(e))
 
 
+def _shared_data(name):
+    """The shared data folder `name` (the test skips when the data is absent)."""
+    path = os.path.join(SHARED, "data", name)
+    if not os.path.isdir(path):
+        pytest.skip(f"{name.upper()} data not found at {path}")
+    return path
+
+
 @pytest.fixture
 def sts_dir():
     """The shared STS data folder (skips when the data is absent)."""
-    path = os.path.join(SHARED, "data", "sts")
-    if not os.path.isdir(path):
-        pytest.skip(f"STS data not found at {path}")
-    return path
+    return _shared_data("sts")
 
 
 @pytest.fixture
 def sick_dir():
     """The shared SICK data folder (skips when the data is absent)."""
-    path = os.path.join(SHARED, "data", "sick")
-    if not os.path.isdir(path):
-        pytest.skip(f"SICK data not found at {path}")
-    return path
+    return _shared_data("sick")
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """GradCacheModel: peak memory and step time against plain full-batch and micro-batch steps.
 
-Run: python benchmarks/grad_cache.py [--batch 512] [--micro 32] [--seq 128]
+Run: python benchmarks/grad_cache.py [--batch 512] [--micro 32] [--seq 128] [--negatives 0]
+     python benchmarks/grad_cache.py --batch 256 --negatives 3   # (anchor, positive, 3 negatives)
 Prints one JSON object. Each mode runs in its own process (peak resident
 memory is per process): a token encoder (embedding, 4 Dense+GELU layers of
 width 256 over 128 tokens, dropout, mean pooling) trained with InfoNCE by
@@ -45,29 +46,29 @@ class PlainContrastive:
         self.loss = InfoNCE(0.05)
         self.opt = keras.optimizers.Adam(1e-4)
 
-    def step(self, a, p):
+    def step(self, parts):
         import tensorflow as tf
 
         @tf.function
-        def run(a, p):
+        def run(parts):
             with tf.GradientTape() as tape:
-                reps = tf.stack([self.enc(a, training=True), self.enc(p, training=True)], axis=1)
+                reps = tf.stack([self.enc(part, training=True) for part in parts], axis=1)
                 loss = self.loss(None, reps)
             self.opt.apply(tape.gradient(loss, self.enc.trainable_weights), self.enc.trainable_weights)
             return loss
 
         self.step = run
-        return run(a, p)
+        return run(parts)
 
 
-def child(mode, batch, micro, seq, width):
+def child(mode, batch, micro, seq, width, negatives):
     import numpy as np
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
     size = micro if mode == "small" else batch
-    a = tf.constant(rng.integers(0, 1000, size=(size, seq)), tf.int32)
-    p = tf.constant(rng.integers(0, 1000, size=(size, seq)), tf.int32)
+    parts = tuple(tf.constant(rng.integers(0, 1000, size=(size, seq)), tf.int32)
+                  for _ in range(2 + negatives))
     enc = encoder(seq, width)
     if mode == "gradcache":
         import keras
@@ -78,10 +79,10 @@ def child(mode, batch, micro, seq, width):
         model = GradCacheModel(enc, micro_batch_size=micro)
         model.compile(keras.optimizers.Adam(1e-4), loss=InfoNCE(0.05))
         model.make_train_function()
-        step = lambda: model.train_function(iter([((a, p),)]))  # noqa: E731
+        step = lambda: model.train_function(iter([(parts,)]))  # noqa: E731
     else:
         plain = PlainContrastive(enc)
-        step = lambda: plain.step(a, p)  # noqa: E731
+        step = lambda: plain.step(parts)  # noqa: E731
     step()
     times = []
     for _ in range(4):
@@ -99,16 +100,17 @@ def main():
     parser.add_argument("--micro", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--negatives", type=int, default=0, help="hard negatives per tuple")
     parser.add_argument("--child", default=None)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.batch, args.micro, args.seq, args.width)
+        child(args.child, args.batch, args.micro, args.seq, args.width, args.negatives)
         return
     results = {}
     for mode in ("gradcache", "full", "small"):
         out = subprocess.run(
             [sys.executable, __file__, "--child", mode, "--batch", str(args.batch), "--micro", str(args.micro),
-             "--seq", str(args.seq), "--width", str(args.width)],
+             "--seq", str(args.seq), "--width", str(args.width), "--negatives", str(args.negatives)],
             capture_output=True, text=True, check=True,
         )
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -118,6 +120,7 @@ def main():
             {
                 "batch": args.batch,
                 "micro_batch": args.micro,
+                "tuple": "(anchor, positive" + (f", {args.negatives} negatives)" if args.negatives else ")"),
                 "results": results,
                 "time_ratio_vs_full_batch_step": round(g["step_s"] / f["step_s"], 3),
                 "peak_rss_ratio_vs_full_batch_step": round(g["peak_rss_mb"] / f["peak_rss_mb"], 3),

@@ -205,3 +205,14 @@ def test_two_towers_equal_a_plain_full_batch_tape():
         full = InfoNCE(0.1, symmetric=True)(None, model((A, P), training=True))
     np.testing.assert_allclose(float(loss), float(full), rtol=1e-6)
     assert relative(grads, tape.gradient(full, model.trainable_weights)) < 1e-5
+
+
+def test_mixed_float16_tuples_with_a_learned_temperature():
+    keras.config.set_dtype_policy("mixed_float16")
+    model = GradCacheModel(encoder(dropout=0.1), micro_batch_size=16)
+    model.compile(keras.optimizers.Adam(1e-2), loss=InfoNCE(0.1, learnable_temperature=True))
+    assert model.logit_scale.dtype == "float32"       # a variable, not autocast
+    history = model.fit((A, P, RNG.normal(size=(50, 8)).astype("float32")), batch_size=50,
+                        epochs=5, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"])) and model.temperature != pytest.approx(0.1)
+    assert history.history["loss"][-1] < history.history["loss"][0]
