@@ -10,8 +10,8 @@ against all 256 positives and all 256 negatives of the batch; tuples of the same
 premise are not each other's negatives (`mask_duplicates`). `GradCacheModel`
 trains the batch of 256 exactly in micro-batches of 32 (only 32 tuples'
 activations in memory at a time). Evaluation with `SimilarityEvaluator`
-(Spearman x 100 of the cosine of mean-pooled embeddings): every STS year in
-`--sts-dir` (all its files' pairs together) and SICK trial (relatedness);
+(Spearman x 100 of the cosine of mean-pooled embeddings): every STS file in
+`--sts-dir` (averaged per year) and SICK trial (relatedness);
 before training, after training on pairs, after training on tuples with hard
 negatives (each run starts from the pretrained weights). Prints one JSON object.
 """
@@ -38,25 +38,26 @@ DEFAULT_SICK = os.path.join(HERE, "..", "..", "shared", "data", "sick")
 
 
 def evaluation_sets(sts_dir, sick_dir):
-    """{name: ((sentences1, sentences2), gold)}: each STS year pooled, and SICK trial."""
-    sets = {}
-    for name, (a, b, gold) in load_sts(sts_dir).items():
-        year = f"STS{name[2:4]}"
-        (s1, s2), g = sets.get(year, (([], []), []))
-        sets[year] = ((s1 + a, s2 + b), g + list(gold))
+    """{name: ((sentences1, sentences2), gold)}: every STS file, and SICK trial."""
+    sets = {name: ((a, b), gold) for name, (a, b, gold) in load_sts(sts_dir).items()}
     trial = load_sick(os.path.join(sick_dir, "SICK_trial.txt"))
-    sets["SICK-R trial"] = ((trial.sentences_a, trial.sentences_b), list(trial.relatedness))
+    sets["SICK-R trial"] = ((trial.sentences_a, trial.sentences_b), trial.relatedness)
     return sets
 
 
 def evaluate(encoder, preprocessor, sets):
-    scores = {}
+    """Spearman x 100 per STS year (the mean over its files, as in the README's
+    whitening table), their mean, and SICK trial."""
+    per_set = {}
     for name, (pairs, gold) in sets.items():
-        evaluator = SimilarityEvaluator(pairs, np.asarray(gold), encoder, name="eval",
+        evaluator = SimilarityEvaluator(pairs, gold, encoder, name="eval",
                                         encode=lambda enc, x: encode_texts(enc, preprocessor, x))
-        scores[name] = round(100 * evaluator.evaluate()["eval_spearman"], 2)
-    sts = [v for k, v in scores.items() if k.startswith("STS")]
-    scores["STS mean"] = round(float(np.mean(sts)), 2)
+        per_set[name] = 100 * evaluator.evaluate()["eval_spearman"]
+    years = sorted({name.split("/")[0] for name in per_set if "/" in name})
+    scores = {f"STS{y[2:]}": round(float(np.mean([v for k, v in per_set.items()
+                                                  if k.startswith(y + "/")])), 2) for y in years}
+    scores["STS mean"] = round(float(np.mean(list(scores.values()))), 2)
+    scores["SICK-R trial"] = round(per_set["SICK-R trial"], 2)
     return scores
 
 
