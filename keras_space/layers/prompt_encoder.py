@@ -8,7 +8,8 @@ from keras.src.backend.common.masking import set_keras_mask  # what Keras uses i
 from keras_space.api_export import keras_space_export
 from keras_space.utils import validation
 
-ENCODERS = ("mlp", "lstm", "none")
+ENCODERS = ("mlp", "lstm", "lstm_mlp", "none")
+_RESIDUAL = ("mlp", "lstm")
 
 
 @keras_space_export("keras_space.layers.PromptEncoder")
@@ -19,10 +20,15 @@ class PromptEncoder(keras.layers.Layer):
     spliced in, they are re-parameterised by an encoder, as in the P-tuning
     paper: `"mlp"` (three Dense layers, ReLU) or `"lstm"` (a bidirectional LSTM
     over the virtual-token sequence followed by two Dense layers), or used as
-    they are (`"none"`). The encoder is residual and its last Dense layer starts
-    at zero, so at initialisation the prompt *is* the table: initialising the
-    table from the embeddings of anchor tokens (`initialize_from_tokens`) gives
-    exactly those embeddings as the first prompt, whichever encoder is used.
+    they are (`"none"`). These encoders are residual and their last Dense layer
+    starts at zero, so at initialisation the prompt *is* the table:
+    initialising the table from the embeddings of anchor tokens
+    (`initialize_from_tokens`) gives exactly those embeddings as the first
+    prompt. `"lstm_mlp"` is the paper's own encoder as HF PEFT implements it
+    (`PromptEncoderReparameterizationType.LSTM`): two stacked bidirectional
+    LSTM layers, then a two-layer MLP (Dense + ReLU, Dense), not residual;
+    anchor tokens then initialise its input table (PEFT's embedding), so the
+    first prompt is the encoder's image of the anchors.
 
     Two modes:
 
@@ -45,9 +51,11 @@ class PromptEncoder(keras.layers.Layer):
     Args:
         num_virtual_tokens: int >= 1, the number of virtual tokens.
         embedding_dim: int >= 1, the width of the token embeddings.
-        encoder: `"mlp"`, `"lstm"` or `"none"`. Defaults to `"mlp"`.
+        encoder: `"mlp"`, `"lstm"`, `"lstm_mlp"` or `"none"`. Defaults to `"mlp"`.
         encoder_hidden_dim: width of the encoder's hidden layers; defaults to
-            `embedding_dim`. Must be even for `"lstm"` (two directions).
+            `embedding_dim`. Must be even for `"lstm"` and `"lstm_mlp"` (two
+            directions of half the width each; PEFT's `encoder_hidden_size` is
+            that half).
         dropout: dropout rate on the encoder's hidden activations (on the prompt
             itself for `"none"`), in [0, 1). Defaults to `0.0`.
         initializer: initializer of the virtual-token table (default: BERT's
@@ -109,9 +117,9 @@ class PromptEncoder(keras.layers.Layer):
             "encoder_hidden_dim", encoder_hidden_dim, allow_none=True
         )
         hidden = self.embedding_dim if encoder_hidden_dim is None else self.encoder_hidden_dim
-        if encoder == "lstm" and hidden % 2:
+        if encoder in ("lstm", "lstm_mlp") and hidden % 2:
             raise ValueError(
-                "`encoder_hidden_dim` must be even for encoder='lstm' (half per direction). "
+                f"`encoder_hidden_dim` must be even for encoder={encoder!r} (half per direction). "
                 f"Received: encoder_hidden_dim={hidden}"
             )
         self.dropout = validation.probability("dropout", dropout)
@@ -167,14 +175,18 @@ class PromptEncoder(keras.layers.Layer):
         policy = self.dtype_policy
         self._dropout_layer = keras.layers.Dropout(self.dropout, seed=self.seed, dtype=policy)
         self._encoder_layers = []
-        if self.encoder == "lstm":
-            lstm = keras.layers.Bidirectional(
-                keras.layers.LSTM(h // 2, return_sequences=True, dtype=policy, name="lstm"),
-                dtype=policy,
-                name="lstm",
-            )
-            lstm.build((1, n, d))
-            self._encoder_layers.append(lstm)
+        if self.encoder in ("lstm", "lstm_mlp"):
+            names = ["lstm"] if self.encoder == "lstm" else ["lstm_0", "lstm_1"]
+            width = d
+            for name in names:
+                lstm = keras.layers.Bidirectional(
+                    keras.layers.LSTM(h // 2, return_sequences=True, dtype=policy, name=name),
+                    dtype=policy,
+                    name=name,
+                )
+                lstm.build((1, n, width))
+                self._encoder_layers.append(lstm)
+                width = h
             widths = [h]
         elif self.encoder == "mlp":
             widths = [h, h]
@@ -187,8 +199,10 @@ class PromptEncoder(keras.layers.Layer):
             self._encoder_layers.append(dense)
             last = width
         if self.encoder != "none":
+            # residual encoders start at zero (the prompt is the table); the paper's does not
             out = keras.layers.Dense(
-                d, kernel_initializer="zeros", dtype=policy, name="dense_out"
+                d, kernel_initializer="zeros" if self.encoder in _RESIDUAL else "glorot_uniform",
+                dtype=policy, name="dense_out"
             )
             out.build((n, last))
             self._encoder_layers.append(out)
@@ -228,7 +242,8 @@ class PromptEncoder(keras.layers.Layer):
             h = layer(h)
             if layer is not self._encoder_layers[-1]:
                 h = self._dropout_layer(h, training=training)
-        return table + ops.cast(h[0], "float32")
+        h = ops.cast(h[0], "float32")
+        return table + h if self.encoder in _RESIDUAL else h
 
     def initialize_from_tokens(self, embeddings, token_ids):
         """Set the table to the embeddings of anchor tokens.

@@ -24,8 +24,9 @@ def numpy_prompt(layer):
     else:
         sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
 
-        def lstm(xs, prefix):
-            k, r, b = (w[f"lstm/{prefix}_lstm/lstm_cell/{n}"] for n in ("kernel", "recurrent_kernel", "bias"))
+        def lstm(xs, name, direction):
+            k, r, b = (w[f"{name}/{direction}_{name}/lstm_cell/{n}"]
+                       for n in ("kernel", "recurrent_kernel", "bias"))
             units = r.shape[0]
             hh, cc, out = np.zeros(units), np.zeros(units), []
             for x in xs:
@@ -36,9 +37,13 @@ def numpy_prompt(layer):
                 out.append(hh)
             return np.stack(out)
 
-        h = np.concatenate([lstm(table, "forward"), lstm(table[::-1], "backward")[::-1]], -1)
-    h = relu(h @ w["dense_0/kernel"] + w["dense_0/bias"]) if layer.encoder == "lstm" else h
-    return table + h @ w["dense_out/kernel"] + w["dense_out/bias"]
+        h = table
+        for name in (["lstm"] if layer.encoder == "lstm" else ["lstm_0", "lstm_1"]):
+            h = np.concatenate([lstm(h, name, "forward"), lstm(h[::-1], name, "backward")[::-1]], -1)
+        h = relu(h @ w["dense_0/kernel"] + w["dense_0/bias"])
+    out = h @ w["dense_out/kernel"] + w["dense_out/bias"]
+    # the paper's (PEFT's) encoder is not residual
+    return out if layer.encoder == "lstm_mlp" else table + out
 
 
 def randomize(layer):
@@ -47,7 +52,7 @@ def randomize(layer):
         v.assign(RNG.normal(scale=0.3, size=v.shape).astype("float32"))
 
 
-@pytest.mark.parametrize("encoder", ["none", "mlp", "lstm"])
+@pytest.mark.parametrize("encoder", ["none", "mlp", "lstm", "lstm_mlp"])
 def test_prefix_mode_against_numpy(encoder):
     layer = PromptEncoder(2, 8, encoder=encoder, encoder_hidden_dim=6)
     layer(EMB)
@@ -57,7 +62,7 @@ def test_prefix_mode_against_numpy(encoder):
     np.testing.assert_allclose(layer(EMB), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("encoder", ["none", "mlp", "lstm"])
+@pytest.mark.parametrize("encoder", ["none", "mlp", "lstm", "lstm_mlp"])
 def test_template_mode_replaces_placeholders_anywhere(encoder):
     layer = PromptEncoder(2, 8, encoder=encoder, placeholder_ids=PLACEHOLDERS)
     layer(EMB, IDS)
@@ -78,6 +83,13 @@ def test_zero_initialised_encoder_starts_at_the_anchor_embeddings():
         layer = PromptEncoder(3, 8, encoder=encoder)
         layer.initialize_from_tokens(vocab, [4, 11, 4])
         np.testing.assert_allclose(layer.prompt_embeddings(), vocab[[4, 11, 4]], atol=0)
+    # the paper's encoder (not residual): the anchors are its input, its output their image
+    layer = PromptEncoder(3, 8, encoder="lstm_mlp", encoder_hidden_dim=6)
+    layer.initialize_from_tokens(vocab, [4, 11, 4])
+    np.testing.assert_array_equal(layer.prompt_table, vocab[[4, 11, 4]])
+    assert len(layer.trainable_weights) == 1 + 2 * 2 * 3 + 2 * 2   # table, 2 bi-LSTMs, 2 Dense
+    np.testing.assert_allclose(layer.prompt_embeddings(), numpy_prompt(layer), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(layer.prompt_embeddings(), vocab[[4, 11, 4]], atol=1e-3)
 
 
 def test_prefix_extends_the_keras_mask():
@@ -104,7 +116,7 @@ def test_template_mode_keeps_the_mask():
     np.testing.assert_array_equal(layer.compute_mask(EMB, mask), mask)
 
 
-@pytest.mark.parametrize("encoder", ["mlp", "lstm"])
+@pytest.mark.parametrize("encoder", ["mlp", "lstm", "lstm_mlp"])
 def test_freeze_gives_identical_outputs_without_the_encoder(encoder):
     layer = PromptEncoder(2, 8, encoder=encoder, dropout=0.3, placeholder_ids=PLACEHOLDERS, seed=1)
     layer(EMB, IDS)
@@ -118,6 +130,8 @@ def test_freeze_gives_identical_outputs_without_the_encoder(encoder):
     "kwargs, data, shape",
     [
         (dict(encoder="lstm", encoder_hidden_dim=6, dropout=0.1, seed=1), EMB, (3, 7, 8)),
+        (dict(encoder="lstm_mlp", encoder_hidden_dim=4, placeholder_ids=PLACEHOLDERS),
+         {"inputs": EMB, "token_ids": IDS}, (3, 5, 8)),
         (dict(encoder="mlp", placeholder_ids=PLACEHOLDERS, max_sequence_length=9),
          {"inputs": EMB, "token_ids": IDS}, (3, 5, 8)),
     ],
@@ -143,6 +157,7 @@ def test_layer_contract(kwargs, data, shape):
         (dict(placeholder_ids=[5, 5]), "distinct"),
         (dict(encoder="gru"), "encoder='gru'"),
         (dict(encoder="lstm", encoder_hidden_dim=5), "encoder_hidden_dim=5"),
+        (dict(encoder="lstm_mlp", encoder_hidden_dim=7), "encoder='lstm_mlp'.*encoder_hidden_dim=7"),
         (dict(dropout=1.0), "dropout=1.0"),
         (dict(max_sequence_length=0), "max_sequence_length=0"),
     ],
