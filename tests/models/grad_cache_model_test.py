@@ -1,7 +1,5 @@
 """GradCacheModel against full-batch gradients."""
 
-import textwrap
-
 import keras
 import numpy as np
 import pytest
@@ -11,7 +9,6 @@ from keras_space.losses import InfoNCE
 from keras_space.models import GradCacheModel
 from keras_space.models.grad_cache_model import _seed_states
 from keras_space.optimizers import GradientAccumulator
-from keras_space.testing import run_on_logical_cpus
 
 RNG = np.random.default_rng(0)
 A = RNG.normal(size=(50, 8)).astype("float32")
@@ -166,34 +163,7 @@ def test_dict_inputs_like_keras_hub():
     model.fit((xa, xp), batch_size=50, epochs=1, verbose=0)
 
 
-MIRRORED = textwrap.dedent(
-    """
-    import numpy as np, tensorflow as tf
-    import keras
-    from keras_space.losses import InfoNCE
-    from keras_space.models import GradCacheModel
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(64, 8)).astype("float32"); p = (a + 0.3 * rng.normal(size=(64, 8))).astype("float32")
-    def run(strategy):
-        with strategy.scope():
-            keras.utils.set_random_seed(0)
-            enc = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(4)])
-            model = GradCacheModel(enc, micro_batch_size=8)
-            model.compile(optimizer=keras.optimizers.SGD(0.5), loss=InfoNCE(0.1, symmetric=True))
-        h = model.fit((a, p), batch_size=32, epochs=2, shuffle=False, verbose=0)
-        return np.concatenate([w.ravel() for w in model.get_weights()]), h.history["loss"]
-    single, l1 = run(tf.distribute.get_strategy())
-    mirrored, l2 = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-    print("RESULT", np.linalg.norm(single - mirrored) / np.linalg.norm(single), abs(l1[0] - l2[0]))
-    """
-)
-
-
-@pytest.mark.slow
-def test_mirrored_strategy_equals_single_device_with_global_negatives():
-    """Equal weights and losses: each replica's loss sees all 32 pairs as negatives."""
-    err, loss_diff = run_on_logical_cpus(MIRRORED)
-    assert float(err) < 1e-5 and float(loss_diff) < 1e-6
+# MirroredStrategy (pairs and tuples): tests/models/grad_cache_tuples_test.py
 
 
 def test_two_towers_equal_a_plain_full_batch_tape():
