@@ -18,12 +18,13 @@ def decoded_lines(path, what):
             yield lineno, line
 
 
-def finite_score(path, lineno, field, text):
-    """`text` as a finite float, or a ValueError naming `path:line` and the field."""
+def finite_score(path, lineno, field, text, hint=""):
+    """`text` as a finite float, or a ValueError naming `path:line` and the field
+    (`hint` is added to the message for a value that is not finite)."""
     try:
         value = float(text)
     except ValueError as e:
         raise ValueError(f"{path}:{lineno}: {field} {text!r} is not a number") from e
     if not np.isfinite(value):
-        raise ValueError(f"{path}:{lineno}: {field} {text!r} is not finite")
+        raise ValueError(f"{path}:{lineno}: {field} {text!r} is not finite{hint}")
     return value

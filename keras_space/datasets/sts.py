@@ -23,12 +23,8 @@ def _read_file(path, skip_unscored):
                 continue
             value = float("nan")
         else:
-            try:
-                value = finite_score(path, lineno, "score", score)
-            except ValueError as e:
-                if "not finite" not in str(e):
-                    raise
-                raise ValueError(f"{e} (an unscored pair has an empty score field)") from None
+            value = finite_score(path, lineno, "score", score,
+                                 hint=" (an unscored pair has an empty score field)")
         s1.append(a)
         s2.append(b)
         scores.append(value)

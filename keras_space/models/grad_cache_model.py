@@ -402,7 +402,7 @@ class GradCacheModel(keras.Model):
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         reps = self(x, training=False)
-        self.loss_tracker.update_state(self._loss_value(self._contrastive_loss(), y, reps, sample_weight))
+        self.loss_tracker.update_state(self.compute_loss(y=y, y_pred=reps, sample_weight=sample_weight))
         self.accuracy_tracker.update_state(_in_batch_accuracy(reps))
         return {m.name: m.result() for m in self.metrics}
 
