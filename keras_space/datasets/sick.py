@@ -143,6 +143,11 @@ def sick_contrastive_tuples(pairs, hard_negatives=True, without_hard_negative="r
             elif without_hard_negative == "drop":
                 continue
             else:
+                if len(sentences) <= len(related[s1] | {s1, s2}):
+                    raise ValueError(
+                        f"No random negative for {s1!r}: every sentence of `pairs` is it, its "
+                        "positive or paired with it. Use without_hard_negative='drop' or more data."
+                    )
                 while True:
                     candidate = sentences[rng.integers(len(sentences))]
                     if candidate not in (s1, s2) and candidate not in related[s1]:

@@ -81,6 +81,11 @@ def test_bad_arguments(tmp_path):
         sick_contrastive_tuples(sick, hard_negatives=1)
     with pytest.raises(ValueError, match="seed=-1"):
         sick_contrastive_tuples(sick, seed=-1)
+    # nothing unrelated to draw a random negative from: an error, not an endless draw
+    path.write_text(HEADER + "1\tA man plays.\tA person plays.\t4.5\tENTAILMENT\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="No random negative for 'A man plays.'"):
+        sick_contrastive_tuples(load_sick(path))
+    assert sick_contrastive_tuples(load_sick(path), without_hard_negative="drop").anchors == []
 
 
 def test_real_sick_files(sick_dir):
