@@ -25,10 +25,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_space.optimizers import GradientAccumulator  # noqa: E402
+from keras_space.utils import set_deterministic  # noqa: E402
 
 
 def model():
-    keras.utils.set_random_seed(0)
+    set_deterministic(0)
     return keras.Sequential(
         [
             keras.Input((784,)),

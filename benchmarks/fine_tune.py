@@ -36,9 +36,9 @@ def child(mode, batch, seq):
         layerwise_decay,
     )
     from keras_space.optimizers.schedules import warmup_linear_decay
-    from keras_space.utils import minilm_path
+    from keras_space.utils import minilm_path, set_deterministic
 
-    keras.utils.set_random_seed(0)
+    set_deterministic(0)
     backbone = keras_hub.models.BertBackbone.from_preset(minilm_path())
     model = keras.Model(backbone.input, keras.layers.Dense(1)(backbone.output["pooled_output"]))
     if mode == "plain":

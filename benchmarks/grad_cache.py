@@ -25,7 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def encoder(seq, width):
     import keras
 
-    keras.utils.set_random_seed(0)
+    from keras_space.utils import set_deterministic
+
+    set_deterministic(0)
     inputs = keras.Input((seq,), dtype="int32")
     h = keras.layers.Embedding(1000, width)(inputs)
     for _ in range(4):

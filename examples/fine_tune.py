@@ -46,7 +46,7 @@ from keras_space.optimizers import (  # noqa: E402
     layerwise_decay,
 )
 from keras_space.optimizers.schedules import warmup_linear_decay  # noqa: E402
-from keras_space.utils import minilm_path  # noqa: E402
+from keras_space.utils import minilm_path, set_deterministic  # noqa: E402
 
 DEFAULT_STS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sts")
 TRAIN_YEARS, TEST_YEAR = ("2012", "2013"), "2016"
@@ -104,7 +104,7 @@ def evaluate(model, pre, files):
 
 
 def build_and_compile(args, steps_per_epoch):
-    keras.utils.set_random_seed(args.seed)
+    set_deterministic(args.seed)
     model, backbone = cross_encoder()
     total = args.epochs * steps_per_epoch // args.accumulate
     schedule = warmup_linear_decay(args.learning_rate, warmup_steps=max(1, total // 10),

@@ -22,10 +22,11 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from keras_space.optimizers import GradientAccumulator  # noqa: E402
+from keras_space.utils import set_deterministic  # noqa: E402
 
 
 def mlp():
-    keras.utils.set_random_seed(0)
+    set_deterministic(0)
     return keras.Sequential(
         [
             keras.Input((64,)),

@@ -1,23 +1,33 @@
-"""Few-shot text classification with the frozen pretrained MiniLM: linear probe vs
-P-tuning (MLP and LSTM prompt encoders) vs full fine-tuning.
+"""Few-shot classification with the frozen pretrained MiniLM: linear probe vs
+P-tuning (each prompt encoder) vs full fine-tuning, on two tasks, over seeds.
 
-Run: python examples/p_tuning.py [--train train.tsv --test test.tsv] [--shots 16] [--seeds 2]
+Run: python examples/p_tuning.py [--tasks sts-corpus sick-entailment] [--seeds 3]
+     python examples/p_tuning.py --train train.tsv --test test.tsv   # your own data
 
-Data: pass your own `label<TAB>text` files, or let the example write one out
-from the SemEval STS files in ../shared/data/sts: the task is to tell which
-corpus a sentence comes from (news headlines, image captions, forum answers,
-forum posts on beliefs, student answers), 5 classes, `--shots` training
-sentences per class, 100 held-out sentences per class.
+Tasks (built from ../shared/data, nothing downloaded):
+  - sts-corpus: which of five SemEval STS 2015 corpora a sentence comes from
+    (news headlines, image captions, forum answers, belief posts, student
+    answers); 16 training sentences per class, 100 held-out per class.
+  - sick-entailment: SICK's ENTAILMENT / NEUTRAL / CONTRADICTION label of a
+    sentence pair (the pair is one input, `[CLS] a [SEP] b [SEP]`); 32 training
+    pairs per class drawn from SICK_train, the 500 pairs of SICK_trial held out.
+  - your own `label<TAB>text` files with --train/--test.
 
-Methods, all on the same sentences:
+Methods, all on the same examples, one seed = one draw of the training set:
   - linear probe: scikit-learn logistic regression on the frozen mean-pooled
-    sentence embeddings;
-  - P-tuning: `p_tuning_model` with 16 virtual tokens as a prefix, MLP or LSTM
-    encoder, a Dense head on the mean-pooled states, backbone frozen;
-  - full fine-tuning: MiniLM + mean pooling + Dense, every weight trainable.
+    embeddings of the input (for SICK, of the pair as one input; also the
+    sentence-BERT features [u, v, |u-v|, u*v] of the two sentences);
+  - P-tuning: `p_tuning_model` with its defaults (16 virtual tokens, prefix,
+    a Dense head on the mean-pooled states), each prompt encoder, backbone
+    frozen; AdamW 3e-3, 20 epochs of batch 16;
+  - full fine-tuning: MiniLM + mean pooling + Dense, every weight trainable;
+    AdamW 5e-5, 10 epochs.
+Every run starts with `set_deterministic(seed)`, so a seed gives the same
+accuracy every time. Prints the table and one JSON object.
 """
 
 import argparse
+import json
 import os
 import time
 
@@ -28,11 +38,12 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from keras_space.datasets import load_sts  # noqa: E402
+from keras_space.datasets import load_sick, load_sts  # noqa: E402
+from keras_space.datasets.sick import JUDGMENTS  # noqa: E402
 from keras_space.models import encode_texts, p_tuning_model, sentence_encoder  # noqa: E402
-from keras_space.utils import minilm_path  # noqa: E402
+from keras_space.utils import minilm_path, set_deterministic  # noqa: E402
 
-STS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sts")
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 CORPORA = {
     "headlines": "2015/headlines.test.tsv",
     "image captions": "2015/images.test.tsv",
@@ -40,23 +51,37 @@ CORPORA = {
     "belief posts": "2015/belief.test.tsv",
     "student answers": "2015/answers-students.test.tsv",
 }
+ENCODERS = ("mlp", "lstm", "lstm_mlp")
 
 
-def write_sts_task(folder, shots, seed, held_out=100):
-    """Write train.tsv/test.tsv (label<TAB>text) from the STS corpora."""
+def sts_corpus_task(seed, shots=16, held_out=100):
+    """(train_texts, train_y, test_texts, test_y): which STS corpus a sentence is from."""
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label, rel in enumerate(CORPORA.values()):
-        s1, s2, _ = load_sts(os.path.join(STS, rel))
+        s1, s2, _ = load_sts(os.path.join(DATA, "sts", rel))
         sentences = sorted({s.strip() for s in s1 + s2 if len(s.split()) >= 4})
         picked = rng.choice(len(sentences), size=shots + held_out, replace=False)
         rows = [(label, sentences[i]) for i in picked]
         train += rows[:shots]
         test += rows[shots:]
-    for name, rows in (("train", train), ("test", test)):
-        with open(os.path.join(folder, f"{name}.tsv"), "w", encoding="utf-8") as f:
-            f.writelines(f"{y}\t{t}\n" for y, t in rows)
-    return os.path.join(folder, "train.tsv"), os.path.join(folder, "test.tsv")
+    (y, x), (y_test, x_test) = zip(*train, strict=True), zip(*test, strict=True)
+    return list(x), np.array(y), list(x_test), np.array(y_test)
+
+
+def sick_entailment_task(seed, shots=32):
+    """Pairs (a, b) with SICK's entailment judgment; SICK_trial held out whole."""
+    rng = np.random.default_rng(seed)
+    train = load_sick(os.path.join(DATA, "sick", "SICK_train.txt"))
+    test = load_sick(os.path.join(DATA, "sick", "SICK_trial.txt"))
+    label = {j: i for i, j in enumerate(JUDGMENTS)}
+    y_all = np.array([label[j] for j in train.judgments])
+    picked = np.concatenate(
+        [rng.choice(np.flatnonzero(y_all == c), size=shots, replace=False) for c in range(3)]
+    )
+    x = ([train.sentences_a[i] for i in picked], [train.sentences_b[i] for i in picked])
+    x_test = (list(test.sentences_a), list(test.sentences_b))
+    return x, y_all[picked], x_test, np.array([label[j] for j in test.judgments])
 
 
 def read(path):
@@ -74,78 +99,92 @@ def fit_and_score(model, x_train, y_train, x_test, y_test, lr, epochs):
     return float(np.mean(np.argmax(model.predict(x_test, batch_size=64, verbose=0), 1) == y_test))
 
 
-def evaluate(seed, args, pre, path, results):
-    """One draw of the few-shot set: every method's held-out accuracy and time."""
-    if args.train:
-        train_file, test_file = args.train, args.test
-    else:
-        os.makedirs("p_tuning_data", exist_ok=True)
-        train_file, test_file = write_sts_task("p_tuning_data", args.shots, seed)
-    texts, y = read(train_file)
-    test_texts, y_test = read(test_file)
+def methods(texts, y, test_texts, y_test, pre, path, seed):
+    """name -> zero-argument function returning held-out accuracy."""
+    pairs = isinstance(texts, tuple)
     num_classes = int(max(y.max(), y_test.max()) + 1)
-    x = {k: np.asarray(v) for k, v in pre(texts).items()}
-    x_test = {k: np.asarray(v) for k, v in pre(test_texts).items()}
+    # keras-hub preprocessors read a positional tuple as (x, y): a pair goes in as x=(a, b)
+    x = {k: np.asarray(v) for k, v in pre(x=texts).items()}
+    x_test = {k: np.asarray(v) for k, v in pre(x=test_texts).items()}
 
-    def run(name, fn):
-        keras.utils.set_random_seed(seed)
-        start = time.perf_counter()
-        acc = fn()
-        results.setdefault(name, []).append((acc, time.perf_counter() - start))
-        print(f"seed {seed}  {name:<28s} accuracy {acc:.3f}  ({time.perf_counter() - start:.0f} s)")
+    def encoder():
+        return sentence_encoder(keras_hub.models.BertBackbone.from_preset(path), pooling="mean")
 
-    def probe():
-        encoder = sentence_encoder(keras_hub.models.BertBackbone.from_preset(path), pooling="mean")
-        train_vec = encode_texts(encoder, pre, texts)
-        test_vec = encode_texts(encoder, pre, test_texts)
-        clf = LogisticRegression(C=10.0, max_iter=2000).fit(train_vec, y)
-        return float(clf.score(test_vec, y_test))
+    def probe(features_train, features_test):
+        clf = LogisticRegression(C=10.0, max_iter=5000).fit(features_train, y)
+        return float(clf.score(features_test, y_test))
 
-    def p_tuning(encoder, lr=3e-3, epochs=20):
+    def linear_probe():
+        model = encoder()
+        if not pairs:
+            return probe(encode_texts(model, pre, texts), encode_texts(model, pre, test_texts))
+        return probe(*(np.asarray(model.predict(v, batch_size=64, verbose=0)) for v in (x, x_test)))
+
+    def sbert_probe():
+        model = encoder()
+
+        def features(a, b):
+            u, v = encode_texts(model, pre, a), encode_texts(model, pre, b)
+            return np.concatenate([u, v, np.abs(u - v), u * v], axis=1)
+
+        return probe(features(*texts), features(*test_texts))
+
+    def p_tuning(encoder_name):
         backbone = keras_hub.models.BertBackbone.from_preset(path)
-        model = p_tuning_model(
-            backbone,
-            num_classes=num_classes,
-            num_virtual_tokens=16,
-            encoder=encoder,
-            pooling="mean",
-            seed=seed,
-        )
-        return fit_and_score(model, x, y, x_test, y_test, lr, epochs)
+        model = p_tuning_model(backbone, num_classes=num_classes, encoder=encoder_name, seed=seed)
+        return fit_and_score(model, x, y, x_test, y_test, 3e-3, 20)
 
-    run("linear probe", probe)
-    run("P-tuning, MLP encoder", lambda: p_tuning("mlp"))
-    run("P-tuning, LSTM encoder", lambda: p_tuning("lstm"))
-    def full_fine_tuning(lr=5e-5, epochs=10):
-        encoder = sentence_encoder(keras_hub.models.BertBackbone.from_preset(path), pooling="mean")
-        model = keras.Model(encoder.input, keras.layers.Dense(num_classes)(encoder.output))
-        return fit_and_score(model, x, y, x_test, y_test, lr, epochs)
+    def full_fine_tuning():
+        model = encoder()
+        model = keras.Model(model.input, keras.layers.Dense(num_classes)(model.output))
+        return fit_and_score(model, x, y, x_test, y_test, 5e-5, 10)
 
-    run("full fine-tuning", full_fine_tuning)
-
+    out = {"linear probe (mean-pooled)": linear_probe}
+    if pairs:
+        out["linear probe ([u, v, |u-v|, u*v])"] = sbert_probe
+    for name in ENCODERS:
+        out[f"P-tuning, {name} encoder"] = lambda name=name: p_tuning(name)
+    out["full fine-tuning"] = full_fine_tuning
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", nargs="+", default=["sts-corpus", "sick-entailment"])
     parser.add_argument("--train")
     parser.add_argument("--test")
-    parser.add_argument("--shots", type=int, default=16)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--length", type=int, default=32)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--only", nargs="*", help="method name prefixes to run")
     args = parser.parse_args()
 
     path = minilm_path()
     pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=args.length)
+    tasks = {"sts-corpus": sts_corpus_task, "sick-entailment": sick_entailment_task}
+    if args.train:
+        tasks = {"your data": lambda seed: (*read(args.train), *read(args.test))}
     results = {}
-    for seed in range(args.seeds):
-        evaluate(seed, args, pre, path, results)
-
-    print(f"\n{args.shots} examples per class, mean over {args.seeds} draws")
-    print("| method | held-out accuracy | time per run |")
-    print("|---|---|---|")
-    for name, runs in results.items():
-        accs, times = zip(*runs, strict=True)
-        print(f"| {name} | {np.mean(accs):.3f} | {np.mean(times):.0f} s |")
+    for task, make in ((t, tasks[t]) for t in (tasks if args.train else args.tasks)):
+        for seed in range(args.seeds):
+            runs = methods(*make(seed), pre, path, seed)
+            for name, fn in runs.items():
+                if args.only and not any(name.startswith(p) for p in args.only):
+                    continue
+                set_deterministic(seed)
+                start = time.perf_counter()
+                acc = fn()
+                seconds = time.perf_counter() - start
+                results.setdefault(task, {}).setdefault(name, []).append(acc)
+                print(f"{task}  seed {seed}  {name:<36s} accuracy {acc:.3f}  ({seconds:.0f} s)",
+                      flush=True)
+    for task, rows in results.items():
+        print(f"\n{task}: held-out accuracy over {args.seeds} seeds (mean ± std, min–max)")
+        print("| method | accuracy |")
+        print("|---|---|")
+        for name, accs in rows.items():
+            print(f"| {name} | {np.mean(accs):.3f} ± {np.std(accs):.3f} "
+                  f"({min(accs):.3f}–{max(accs):.3f}) |")
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

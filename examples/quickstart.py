@@ -21,6 +21,7 @@ from keras_space.layers import (  # noqa: E402
     WhiteningLayer,
 )
 from keras_space.ops import hamming_similarity, jl_epsilon  # noqa: E402
+from keras_space.utils import set_deterministic  # noqa: E402
 
 
 def nearest_neighbour_accuracy(train_vectors, y_train, test_vectors, y_test):
@@ -37,7 +38,7 @@ def load_data():
 
 
 def main():
-    keras.utils.set_random_seed(0)
+    set_deterministic(0)
     x_train, x_test, y_train, y_test = load_data()
     # Smooth activations: ReLU convolved with a Gaussian (trainable width), and
     # SAU (leaky ReLU smoothed, trainable slope).
@@ -91,7 +92,7 @@ def main():
     def tokens(flat):
         return flat.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 16, 4)
 
-    keras.utils.set_random_seed(0)
+    set_deterministic(0)
     mixer = keras.Sequential([
         keras.Input((16, 4)),
         keras.layers.Dense(32),

@@ -23,7 +23,7 @@ from keras_space.callbacks import SimilarityEvaluator  # noqa: E402
 from keras_space.datasets import load_sts  # noqa: E402
 from keras_space.losses import InfoNCE  # noqa: E402
 from keras_space.models import GradCacheModel, encode_texts, sentence_encoder  # noqa: E402
-from keras_space.utils import minilm_path  # noqa: E402
+from keras_space.utils import minilm_path, set_deterministic  # noqa: E402
 
 DEFAULT_STS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sts")
 
@@ -39,7 +39,7 @@ def main():
     args = parser.parse_args()
     import keras_hub
 
-    keras.utils.set_random_seed(0)
+    set_deterministic(0)
     data = load_sts(args.sts_dir)
     train = sorted({s for name, (s1, s2, _) in data.items() if not name.startswith("2016") for s in (*s1, *s2)})
     rng = np.random.default_rng(0)

@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 from keras_space import activations as A  # noqa: E402
 from keras_space.layers import SmoothLeakyReLU, SmoothReLU  # noqa: E402
+from keras_space.utils import set_deterministic  # noqa: E402
 
 
 def plot(path):
@@ -68,7 +69,7 @@ def train(name, activation, data, epochs, seeds=(0, 1, 2)):
     x_tr, x_te, y_tr, y_te = data
     accs, start = [], time.perf_counter()
     for seed in seeds:
-        keras.utils.set_random_seed(seed)
+        set_deterministic(seed)
         model = mlp(activation)
         model.compile(
             keras.optimizers.Adam(1e-3),

@@ -30,7 +30,7 @@ from keras_space.callbacks import SimilarityEvaluator  # noqa: E402
 from keras_space.datasets import load_sick, load_sts, sick_contrastive_tuples  # noqa: E402
 from keras_space.losses import InfoNCE  # noqa: E402
 from keras_space.models import GradCacheModel, encode_texts, sentence_encoder  # noqa: E402
-from keras_space.utils import minilm_path  # noqa: E402
+from keras_space.utils import minilm_path, set_deterministic  # noqa: E402
 
 HERE = os.path.dirname(__file__)
 DEFAULT_STS = os.path.join(HERE, "..", "..", "shared", "data", "sts")
@@ -68,7 +68,7 @@ def fresh_encoder():
 
 
 def train(tuples, args, train_pre):
-    keras.utils.set_random_seed(args.seed)
+    set_deterministic(args.seed)
     encoder = fresh_encoder()
     parts = [tuples.anchors, tuples.positives] + ([tuples.negatives] if tuples.negatives else [])
     x = tuple({k: np.asarray(v) for k, v in train_pre(part).items()} for part in parts)

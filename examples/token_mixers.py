@@ -28,6 +28,7 @@ from keras_space.layers import (  # noqa: E402
     ResMLPBlock,
     SynthesizerAttention,
 )
+from keras_space.utils import set_deterministic  # noqa: E402
 
 WIDTH = 32
 
@@ -92,7 +93,7 @@ def main():
     print("| block | held-out accuracy | parameters | training time |")
     print("|---|---|---|---|")
     for name, make in MIXERS.items():
-        keras.utils.set_random_seed(0)
+        set_deterministic(0)
         model = build(make, args.blocks)
         model.compile(
             keras.optimizers.AdamW(3e-3),

@@ -21,6 +21,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from keras_space.layers import VonMisesFisher  # noqa: E402
+from keras_space.utils import set_deterministic  # noqa: E402
 
 
 class GaussianLatent(keras.layers.Layer):
@@ -76,14 +77,14 @@ def main():
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--out", default="vmf_vae.png")
     args = parser.parse_args()
-    keras.utils.set_random_seed(0)
+    set_deterministic(0)
     digits = load_digits()
     x = (digits.data / 16.0).astype("float32")
     x_train, x_test = train_test_split(x, test_size=0.2, random_state=0)
 
     decoders = {}
     for kind in ("vmf", "gaussian"):
-        keras.utils.set_random_seed(0)
+        set_deterministic(0)
         model, decoder = build(args.latent_dim, kind, seed=0)
         print(f"--- {kind} VAE, latent dim {args.latent_dim}")
         print("epoch  reconstruction   KL     (nats per example)")

@@ -1,36 +1,71 @@
 """The one module that knows what a keras-hub backbone looks like inside.
 
-Private. `p_tuning_model`, `sentence_encoder` and `growth.widen` never touch a
-backbone's attributes themselves: they ask the questions below. Supporting
-another keras-hub backbone (RoBERTa, DistilBERT, GPT-2, ...) is an edit of
-this module only: teach each question about the new family.
+Private. `p_tuning_model`, `sentence_encoder`, `layerwise_decay`,
+`bert_from_checkpoint` and `growth.widen` never touch a backbone's attributes
+themselves: they ask the questions below. Supporting another keras-hub
+backbone is an edit of this module only: teach each question about the new
+family.
 
-Supported today: keras-hub's `BertBackbone` and any backbone with the same
-parts (`token_embedding`, `position_embedding`, optional `segment_embedding`,
-`embeddings_add`, `embeddings_layer_norm`, `embeddings_dropout`,
-`transformer_layers`, and for widening `pooled_dense`).
+Families (`family(backbone)`; a subclass counts as its parent, e.g.
+`XLMRobertaBackbone` as RoBERTa):
+
+- `"bert"`: `BertBackbone`, `ElectraBackbone`, `AlbertBackbone` and any model
+  with BERT's parts (`token_embedding`, `position_embedding`, optional
+  `segment_embedding`, `embeddings_add`, `embeddings_layer_norm`,
+  `embeddings_dropout`, `transformer_layers`; ELECTRA and ALBERT add an
+  `embeddings_projection` from the embedding width to the hidden width, and
+  ALBERT's `transformer_layers` are groups of shared layers, each group
+  called `num_layers // num_groups` times).
+- `"roberta"`: `RobertaBackbone`, `DistilBertBackbone`: one
+  `TokenAndPositionEmbedding` layer (`embeddings`), LayerNorm, dropout,
+  encoder layers; no segment ids.
+- `"gpt2"`: `GPT2Backbone`: token + position embeddings, dropout, causal
+  `TransformerDecoder` layers (`decoder_padding_mask=`), a final LayerNorm,
+  the token table tied as the language-model head; no segment ids.
 
 Questions:
 
 - `check_embedding_stack(backbone)`: refuse, with the supported list, a
   backbone whose embedding stack this module cannot split.
-- `hidden_dim`, `vocabulary_size`, `max_sequence_length`, `token_embedding`:
-  sizes and the token table.
+- `is_causal`, `has_segment_ids`, `embedding_dim` (width of the token table,
+  where prompts live), `hidden_dim`, `vocabulary_size`,
+  `max_sequence_length`, `token_embedding`.
 - `embed_tokens(backbone, token_ids)`: the token embeddings alone (where
   P-tuning splices its prompt).
-- `finish_embeddings(backbone, token_embeddings, segment_ids)`: the rest of
-  the embedding stack (positions, segments, LayerNorm, dropout).
-- `run_transformer(backbone, x, padding_mask)`: the Transformer layers.
-- `transformer_layers(backbone)`: those layers, in order.
+- `finish_embeddings(backbone, token_embeddings, segment_ids, positions)`:
+  the rest of the embedding stack (positions, segments, LayerNorm, dropout,
+  projection).
+- `run_transformer(backbone, x, padding_mask)`: the Transformer layers in
+  call order and any final norm: the backbone's sequence output.
+- `masked_lm_head(backbone)`, `causal_lm_logits(backbone, hidden)`: the
+  language-model heads that verbalizers score label words with.
+- `transformer_layers(backbone)`: the distinct Transformer layers, in order.
 - `sequence_output(backbone)`, `padding_mask_input(backbone)`: the
   functional backbone's last hidden states and padding-mask input.
-- `embedding_parts`, `embeddings_norm`, `pooler`, `rebuilt_wider`: the
-  pieces `widen` rescales and the wider twin it fills.
+- `embedding_parts`, `embeddings_norm`, `pooler`, `rebuilt_wider`,
+  `is_bert_backbone`: the pieces `widen` and `bert_from_checkpoint` use
+  (BERT only).
 """
 
 import keras
 
-SUPPORTED_BACKBONES = ("keras_hub.models.BertBackbone",)
+SUPPORTED_BACKBONES = (
+    "keras_hub.models.BertBackbone",
+    "keras_hub.models.ElectraBackbone",
+    "keras_hub.models.AlbertBackbone",
+    "keras_hub.models.RobertaBackbone",
+    "keras_hub.models.DistilBertBackbone",
+    "keras_hub.models.GPT2Backbone",
+)
+
+_FAMILY_OF_CLASS = {
+    "BertBackbone": "bert",
+    "ElectraBackbone": "bert",
+    "AlbertBackbone": "bert",
+    "RobertaBackbone": "roberta",
+    "DistilBertBackbone": "roberta",
+    "GPT2Backbone": "gpt2",
+}
 
 _EMBEDDING_STACK = (
     "token_embedding",
@@ -43,19 +78,40 @@ _EMBEDDING_STACK = (
 
 
 def has_embedding_stack(backbone):
-    """Whether `backbone` has a BERT-style embedding stack this module can split."""
+    """Whether `backbone` has a BERT-style embedding stack (BERT's attribute names)."""
     return all(hasattr(backbone, name) for name in _EMBEDDING_STACK)
+
+
+def family(backbone):
+    """`"bert"`, `"roberta"`, `"gpt2"` or None (not a backbone this module can split)."""
+    for cls in type(backbone).__mro__:
+        if cls.__name__ in _FAMILY_OF_CLASS:
+            return _FAMILY_OF_CLASS[cls.__name__]
+    return "bert" if has_embedding_stack(backbone) else None
 
 
 def check_embedding_stack(backbone):
     """Raise a `ValueError` listing the supported backbones unless `backbone` is one."""
-    if not has_embedding_stack(backbone):
+    if family(backbone) is None:
         missing = [name for name in _EMBEDDING_STACK if not hasattr(backbone, name)]
         raise ValueError(
-            "`backbone` must be a keras-hub backbone with a BERT-style embedding stack "
-            f"(supported: {', '.join(SUPPORTED_BACKBONES)}); missing {missing}. "
-            f"Received: backbone={type(backbone).__name__}"
+            "`backbone` must be a keras-hub backbone whose embedding stack keras_space can "
+            f"split (supported: {', '.join(SUPPORTED_BACKBONES)}, or a model with BERT's "
+            f"parts; missing {missing}). Received: backbone={type(backbone).__name__}"
         )
+
+
+def is_causal(backbone):
+    """Whether each position sees only itself and the positions before it (GPT-2)."""
+    return family(backbone) == "gpt2"
+
+
+def has_segment_ids(backbone):
+    """Whether the backbone takes a `segment_ids` input."""
+    inputs = getattr(backbone, "input", None)
+    if isinstance(inputs, dict):
+        return "segment_ids" in inputs
+    return getattr(backbone, "segment_embedding", None) is not None
 
 
 def token_embedding(backbone):
@@ -68,43 +124,81 @@ def vocabulary_size(backbone):
     return backbone.token_embedding.input_dim
 
 
-def hidden_dim(backbone):
-    """Width of the hidden states."""
+def embedding_dim(backbone):
+    """Width of the token embeddings (where prompts are spliced in)."""
     return backbone.token_embedding.output_dim
+
+
+def hidden_dim(backbone):
+    """Width of the hidden states (differs from `embedding_dim` for ALBERT, small ELECTRAs)."""
+    return getattr(backbone, "hidden_dim", None) or embedding_dim(backbone)
+
+
+def _position_embedding(backbone):
+    if family(backbone) == "roberta":
+        return backbone.embeddings.position_embedding
+    return backbone.position_embedding
 
 
 def max_sequence_length(backbone):
     """Length of the position table (None when the backbone has none)."""
     return getattr(backbone, "max_sequence_length", None) or getattr(
-        backbone.position_embedding, "sequence_length", None
+        _position_embedding(backbone), "sequence_length", None
     )
 
 
 def embed_tokens(backbone, token_ids):
-    """(batch, seq) token ids -> (batch, seq, hidden) token embeddings."""
+    """(batch, seq) token ids -> (batch, seq, embedding_dim) token embeddings."""
     return backbone.token_embedding(token_ids)
 
 
-def finish_embeddings(backbone, token_embeddings, segment_ids):
+def finish_embeddings(backbone, token_embeddings, segment_ids=None, positions=None):
     """Token embeddings -> the first Transformer layer's input.
 
-    Adds the position embeddings (positions count from the first given
-    token) and, when the backbone has them, the segment embeddings; then
-    LayerNorm and dropout.
+    Adds the position embeddings (of `positions`, (batch, seq) ints, when
+    given; else 0, 1, ... from the first given token) and, when the backbone
+    has them, the segment embeddings; then the family's LayerNorm, dropout
+    and projection to the hidden width.
     """
-    parts = [token_embeddings, backbone.position_embedding(token_embeddings)]
-    if getattr(backbone, "segment_embedding", None) is not None:
-        parts.append(backbone.segment_embedding(segment_ids))
-    x = backbone.embeddings_add(parts)
-    x = backbone.embeddings_layer_norm(x)
-    return backbone.embeddings_dropout(x)
+    kind = family(backbone)
+    positions = _position_embedding(backbone)(token_embeddings, positions=positions)
+    if kind == "roberta":
+        x = keras.ops.add(token_embeddings, positions)
+    else:
+        parts = [token_embeddings, positions]
+        if getattr(backbone, "segment_embedding", None) is not None:
+            parts.append(backbone.segment_embedding(segment_ids))
+        x = backbone.embeddings_add(parts)
+    if kind != "gpt2":
+        x = backbone.embeddings_layer_norm(x)
+    x = backbone.embeddings_dropout(x)
+    projection = getattr(backbone, "embeddings_projection", None)
+    return x if projection is None else projection(x)
+
+
+def _call_order(backbone):
+    """The Transformer layers in the order the backbone calls them (ALBERT repeats groups)."""
+    layers = list(backbone.transformer_layers)
+    if layers and isinstance(layers[0], (list, tuple)):  # ALBERT: groups of shared layers
+        repeats = backbone.num_layers // len(layers)
+        return [layer for group in layers for _ in range(repeats) for layer in group]
+    return layers
 
 
 def run_transformer(backbone, x, padding_mask):
-    """Run every Transformer layer on hidden states `x` with `padding_mask`."""
-    for layer in backbone.transformer_layers:
-        x = layer(x, padding_mask=padding_mask)
-    return x
+    """The backbone's sequence output from its first Transformer layer's input `x`."""
+    causal = is_causal(backbone)
+    for layer in _call_order(backbone):
+        if causal:
+            x = layer(x, decoder_padding_mask=padding_mask)
+        else:
+            x = layer(x, padding_mask=padding_mask)
+    return backbone.layer_norm(x) if causal else x
+
+
+def causal_lm_logits(backbone, hidden):
+    """(..., hidden) states -> next-token logits through the tied token table (GPT-2's head)."""
+    return backbone.token_embedding(hidden, reverse=True)
 
 
 def transformer_layers(backbone):
@@ -115,6 +209,8 @@ def transformer_layers(backbone):
     """
     layers = getattr(backbone, "transformer_layers", None)
     if layers:
+        if isinstance(layers[0], (list, tuple)):  # ALBERT: groups of shared layers
+            return [layer for group in layers for layer in group]
         return list(layers)
     named = [layer for layer in backbone.layers if layer.name.startswith("transformer_layer_")]
     if not named:
@@ -150,9 +246,16 @@ def sequence_output(backbone):
 
 
 def is_bert_backbone(model):
-    """Whether `model` is a BertBackbone-shaped keras-hub backbone (with a pooler)."""
+    """Whether `model` is a keras-hub BertBackbone or has exactly its parts (with a pooler).
+
+    ELECTRA and ALBERT share BERT's attribute names but add an embedding
+    projection (and ALBERT shares layers), so they are not BERT here.
+    """
     return type(model).__name__ == "BertBackbone" or (
-        has_embedding_stack(model) and hasattr(model, "pooled_dense")
+        family(model) == "bert"
+        and type(model).__name__ not in _FAMILY_OF_CLASS
+        and hasattr(model, "pooled_dense")
+        and getattr(model, "embeddings_projection", None) is None
     )
 
 
@@ -198,14 +301,26 @@ def rebuilt_wider(backbone, factor):
 
 
 def masked_lm_head(backbone):
-    """A keras-hub `MaskedLMHead` tied to the backbone's token embedding."""
+    """A new keras-hub `MaskedLMHead` tied to the backbone's token embedding.
+
+    Shaped like the family's pretrained head (keras-hub's `*MaskedLM` tasks):
+    GELU, with BERT's LayerNorm epsilon 1e-12 for BERT and ELECTRA, the tanh
+    GELU for ALBERT, keras-hub's defaults for RoBERTa and DistilBERT.
+    """
     import keras_hub
 
+    name = type(backbone).__name__
+    options = {"intermediate_activation": "gelu"}
+    if name == "AlbertBackbone":
+        from keras_hub.src.utils.keras_utils import gelu_approximate
+
+        options["intermediate_activation"] = gelu_approximate
+    elif family(backbone) == "bert":
+        options["layer_norm_epsilon"] = 1e-12
     return keras_hub.layers.MaskedLMHead(
         token_embedding=backbone.token_embedding,
-        intermediate_activation="gelu",
-        layer_norm_epsilon=1e-12,
         dtype=backbone.dtype_policy,
         name="masked_lm_head",
+        **options,
     )
 

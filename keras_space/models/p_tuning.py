@@ -10,35 +10,97 @@ from keras_space.layers.prompt_encoder import PromptEncoder
 from keras_space.models import _backbones
 from keras_space.utils import validation
 
-HEADS = ("classification", "masked_lm")
-POOLINGS = ("cls", "mean")
+HEADS = ("classification", "masked_lm", "causal_lm")
+POOLINGS = ("mean", "cls", "last")
+
 
 @keras.saving.register_keras_serializable(package="keras_space")
 class _MaskPosition(keras.layers.Layer):
     """(batch, 1) position of the first `mask_token_id` in each row, plus `offset`.
 
-    Refuses a row without the mask token (it would silently score some position).
+    Refuses a row without the mask token (it would silently score some
+    position), and a row where `offset` (-1 on a causal backbone: the state
+    before the slot predicts it) would land before the first position.
     """
 
     def __init__(self, mask_token_id, offset=0, **kwargs):
         super().__init__(**kwargs)
         self.mask_token_id = validation.non_negative_int("mask_token_id", mask_token_id)
-        self.offset = validation.non_negative_int("offset", offset)
+        if not validation._is_int(offset) or offset < -1:
+            raise ValueError(f"`offset` must be an int >= -1. Received: offset={offset!r}")
+        self.offset = int(offset)
 
     def call(self, token_ids):
         is_mask = ops.equal(token_ids, self.mask_token_id)
         is_mask = validation.holds(
             "token_ids", is_mask, ops.any(is_mask, axis=1),
-            f"the mask token {self.mask_token_id} in every row (the masked-LM head scores "
-            "the label words there)",
+            f"the mask token {self.mask_token_id} in every row (the language-model head "
+            "scores the label words there)",
         )
-        return ops.argmax(ops.cast(is_mask, "int32"), axis=1)[:, None] + self.offset
+        position = ops.argmax(ops.cast(is_mask, "int32"), axis=1)[:, None] + self.offset
+        if self.offset < 0:
+            position = validation.holds(
+                "token_ids", position, ops.all(position >= 0, axis=1),
+                f"something before the mask token {self.mask_token_id} in every row (a causal "
+                "model predicts a slot from the state before it)",
+            )
+        return ops.cast(position, "int32")
 
     def compute_output_spec(self, token_ids):
         return keras.KerasTensor((token_ids.shape[0], 1), dtype="int32")
 
     def get_config(self):
         return {**super().get_config(), "mask_token_id": self.mask_token_id, "offset": self.offset}
+
+
+@keras.saving.register_keras_serializable(package="keras_space")
+class _LastRealPosition(keras.layers.Layer):
+    """(batch, seq) padding mask -> (batch, 1) index of each row's last real token, plus `offset`.
+
+    Right or left padding alike. Refuses a row without a real token.
+    """
+
+    def __init__(self, offset=0, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = validation.non_negative_int("offset", offset)
+
+    def call(self, padding_mask):
+        mask = ops.cast(ops.cast(padding_mask, "bool"), "int32")
+        mask = validation.holds(
+            "padding_mask", mask, ops.any(mask > 0, axis=1),
+            "at least one real token in every row (the last real token is scored)",
+        )
+        from_end = ops.argmax(ops.flip(mask, axis=1), axis=1)
+        return ops.cast(ops.shape(mask)[1] - 1 - from_end + self.offset, "int32")[:, None]
+
+    def compute_output_spec(self, padding_mask):
+        return keras.KerasTensor((padding_mask.shape[0], 1), dtype="int32")
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset}
+
+
+@keras.saving.register_keras_serializable(package="keras_space")
+class _RealPositions(keras.layers.Layer):
+    """(batch, seq) padding mask -> position ids that count real tokens only.
+
+    The first real token gets position 0 wherever it is, so a left-padded row
+    gets the positions (and the outputs) of the same row padded on the right,
+    the layout the backbone was pretrained on; padded slots repeat the
+    previous position (their outputs are never read).
+    """
+
+    def call(self, padding_mask):
+        mask = ops.cast(ops.cast(padding_mask, "bool"), "int32")
+        return ops.maximum(ops.cumsum(mask, axis=1) - 1, 0)
+
+    def compute_output_spec(self, padding_mask):
+        return keras.KerasTensor(padding_mask.shape, dtype="int32")
+
+
+def _gather_positions(x, positions):
+    """(batch, seq, dim) states at (batch, k) positions -> (batch, k, dim)."""
+    return ops.take_along_axis(x, ops.cast(positions, "int32")[:, :, None], axis=1)
 
 
 @keras_space_export("keras_space.models.PTuningModel")
@@ -68,14 +130,14 @@ class PTuningModel(keras.Model):
 def p_tuning_model(
     backbone,
     num_classes=None,
-    num_virtual_tokens=8,
+    num_virtual_tokens=16,
     encoder="mlp",
     encoder_hidden_dim=None,
     dropout=0.0,
     placeholder_ids=None,
     anchor_token_ids=None,
     head="classification",
-    pooling="cls",
+    pooling="mean",
     label_token_ids=None,
     mask_token_id=None,
     masked_lm_head=None,
@@ -83,47 +145,64 @@ def p_tuning_model(
     train_backbone=False,
     seed=None,
 ):
-    """P-tune a keras-hub `BertBackbone` (or a backbone with the same parts).
+    """P-tune a keras-hub backbone: BERT family or GPT-2.
 
     Builds a functional model on the backbone's own layers with a
     `PromptEncoder` spliced in after the token embedding: as a prefix
     (`placeholder_ids=None`: the prompt is prepended, the padding mask and
-    segment ids are extended, positions count from the first virtual token) or
-    in template mode (the embeddings of the `placeholder_ids` tokens, placed in
-    the text by `apply_prompt_template`, are replaced). The backbone is frozen
-    (`train_backbone=False`, P-tuning's few-shot setting), so the trainable
-    weights are exactly the prompt encoder's and the head's; with
-    `train_backbone=True` everything trains.
+    segment ids are extended) or in template mode (the embeddings of the
+    `placeholder_ids` tokens, placed in the text by `apply_prompt_template`,
+    are replaced). Positions count real tokens only, from the first real one
+    (the first virtual token in prefix mode), so rows padded on the left give
+    the same logits as rows padded on the right, and padded positions never
+    change them. The backbone is frozen (`train_backbone=False`, P-tuning's
+    few-shot setting), so the trainable weights are exactly the prompt
+    encoder's and the head's; with `train_backbone=True` everything trains.
+
+    Supported backbones (`keras_hub.models.*`): `BertBackbone`,
+    `ElectraBackbone`, `AlbertBackbone` (embedding width below the hidden
+    width: the prompt lives in the embedding space, before the projection),
+    `RobertaBackbone`, `DistilBertBackbone` (no segment ids: the model takes
+    `token_ids` and `padding_mask` only), `GPT2Backbone` (causal: a virtual
+    token sees only what is before it, as the text does; the prefix sees no
+    text), subclasses of these, and any model with `BertBackbone`'s parts.
+    The model's inputs are the backbone's.
 
     Heads:
-        - `"classification"`: Dense(num_classes) on the [CLS] state
-          (`pooling="cls"`) or on the padding-aware mean of the sequence
-          (`pooling="mean"`, the sentence-encoder way).
-        - `"masked_lm"`: PET/P-tuning style. The masked-LM head scores the
-          `label_token_ids` (one label word per class) at the position of
-          `mask_token_id`. Pass the backbone's pretrained head as
+        - `"classification"`: Dense(num_classes) on the padding-aware mean of
+          the sequence (`pooling="mean"`, the default: on a frozen sentence
+          encoder such as MiniLM it is what beats a linear probe), on the first
+          text token (`"cls"`, encoders only) or on the last real token
+          (`"last"`, the natural choice on GPT-2, which sees everything there).
+        - `"masked_lm"` (encoders): PET/P-tuning style. The masked-LM head
+          scores the `label_token_ids` (one label word per class) at the
+          position of `mask_token_id`. Pass the backbone's pretrained head as
           `masked_lm_head` when it has one (e.g.
           `keras_hub.models.BertMaskedLM.from_preset(...).masked_lm_head`);
           otherwise a `keras_hub.layers.MaskedLMHead` tied to the (frozen)
           token embedding is created and trained.
+        - `"causal_lm"` (GPT-2, "GPT understands, too"): the tied
+          token-embedding head's next-token logits of the `label_token_ids`
+          at the last real token, or, with `mask_token_id`, at the token just
+          before that slot of the template (the state that predicts it).
+          Nothing but the prompt trains.
 
     Args:
-        backbone: a `keras_hub.models.BertBackbone` or a model with the same
-            attributes (`token_embedding`, `position_embedding`,
-            `segment_embedding` (optional), `embeddings_add`,
-            `embeddings_layer_norm`, `embeddings_dropout`, `transformer_layers`).
-            Its `trainable` flag is set to `train_backbone`.
+        backbone: a supported keras-hub backbone (above). Its `trainable` flag
+            is set to `train_backbone`.
         num_classes: number of classes (classification head). Defaults to `None`.
         num_virtual_tokens, encoder, encoder_hidden_dim, dropout, placeholder_ids:
-            passed to `PromptEncoder`. Default to `8`, `"mlp"`, `None`, `0.0`
+            passed to `PromptEncoder`. Default to `16`, `"mlp"`, `None`, `0.0`
             and `None` (prefix mode).
         anchor_token_ids: optional token ids whose embeddings initialise the
             virtual tokens (e.g. the ids of a hand-written prompt). Defaults to `None`.
-        head: `"classification"` or `"masked_lm"`. Defaults to `"classification"`.
-        pooling: `"cls"` or `"mean"` (classification head). Defaults to `"cls"`.
-        label_token_ids: one token id per class (masked-LM head). Defaults to `None`.
-        mask_token_id: the `[MASK]` id (masked-LM head); the first occurrence
-            in each row is scored. Defaults to `None`.
+        head: `"classification"`, `"masked_lm"` or `"causal_lm"`. Defaults
+            to `"classification"`.
+        pooling: `"mean"`, `"cls"` or `"last"` (classification head). Defaults to `"mean"`.
+        label_token_ids: one token id per class (language-model heads). Defaults to `None`.
+        mask_token_id: the `[MASK]` id (masked-LM head, required) or the id of
+            a slot token in the template (causal-LM head, optional); the first
+            occurrence in each row is scored. Defaults to `None`.
         masked_lm_head: optional pretrained masked-LM head layer. Defaults to `None`.
         sequence_length: optional static input length; checked against the
             backbone's position table when given (by the `PromptEncoder`).
@@ -132,9 +211,10 @@ def p_tuning_model(
         seed: seed of the prompt encoder's dropout. Defaults to `None`.
 
     Returns:
-        A `PTuningModel` (a functional `keras.Model`) taking the backbone's input dict (`token_ids`,
-        `segment_ids`, `padding_mask`) and returning (batch, num_classes)
-        logits. Its `PromptEncoder` is the layer named `"prompt_encoder"`.
+        A `PTuningModel` (a functional `keras.Model`) taking the backbone's
+        input dict (`token_ids`, `padding_mask`, and `segment_ids` where the
+        backbone has them) and returning (batch, num_classes) logits. Its
+        `PromptEncoder` is the layer named `"prompt_encoder"`.
 
     Example:
 
@@ -147,10 +227,16 @@ def p_tuning_model(
     preprocess = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
         minilm_path(), sequence_length=64
     )
-    model = p_tuning_model(backbone, num_classes=2, num_virtual_tokens=8, encoder="lstm")
-    model.compile(keras.optimizers.AdamW(1e-3),
+    model = p_tuning_model(backbone, num_classes=2)   # 16 tokens, MLP, mean pooling
+    model.compile(keras.optimizers.AdamW(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(preprocess(["great film", "dull plot"]), [1, 0], epochs=1)
+
+    # GPT-2: label words scored by the language-model head at the last token
+    gpt2 = keras_hub.models.GPT2Backbone.from_preset("gpt2_base_en")
+    tokenizer = keras_hub.models.GPT2Tokenizer.from_preset("gpt2_base_en")
+    words = [int(tokenizer(w)[0]) for w in (" terrible", " great")]
+    model = p_tuning_model(gpt2, head="causal_lm", label_token_ids=words)
     ```
 
     References:
@@ -161,30 +247,52 @@ def p_tuning_model(
     validation.choice("pooling", pooling, POOLINGS)
     validation.positive_int("sequence_length", sequence_length, allow_none=True)
     train_backbone = validation.strict_bool("train_backbone", train_backbone)
+    causal = _backbones.is_causal(backbone)
+    kind = type(backbone).__name__
+    if head == "masked_lm" and causal:
+        raise ValueError(
+            f"`head='masked_lm'` needs a bidirectional encoder; {kind} is causal: use "
+            "head='causal_lm' (its language-model head scores the label words at the last "
+            "real token). Received: head='masked_lm'"
+        )
+    if head == "causal_lm" and not causal:
+        raise ValueError(
+            f"`head='causal_lm'` needs a causal backbone (GPT-2); {kind} is a bidirectional "
+            "encoder: use head='masked_lm' with a mask_token_id. Received: head='causal_lm'"
+        )
     if head == "classification":
         validation.positive_int("num_classes", num_classes)
+        if causal and pooling == "cls":
+            raise ValueError(
+                f"`pooling='cls'` reads the first token, which on the causal {kind} sees "
+                "nothing after itself: use pooling='last' or 'mean'. Received: pooling='cls'"
+            )
     else:
         label_token_ids = validation.int_sequence("label_token_ids", label_token_ids, minimum=0)
-        validation.non_negative_int("mask_token_id", mask_token_id)
+        validation.non_negative_int("mask_token_id", mask_token_id, allow_none=causal)
+        if masked_lm_head is not None and causal:
+            raise ValueError(
+                "`masked_lm_head` is for head='masked_lm'; the causal head is the backbone's "
+                f"tied token embedding. Received: masked_lm_head={masked_lm_head!r}"
+            )
         vocabulary = _backbones.vocabulary_size(backbone)
-        outside = [i for i in label_token_ids + [mask_token_id] if i >= vocabulary]
+        ids = label_token_ids + ([] if mask_token_id is None else [mask_token_id])
+        outside = [i for i in ids if i >= vocabulary]
         if outside:
             raise ValueError(
                 f"`label_token_ids` and `mask_token_id` must be token ids below the vocabulary "
                 f"size {vocabulary}. Received: {outside} outside it"
             )
-    hidden_dim = _backbones.hidden_dim(backbone)
-    max_len = _backbones.max_sequence_length(backbone)
     prefix = placeholder_ids is None
     extra = num_virtual_tokens if prefix else 0
     prompt = PromptEncoder(
         num_virtual_tokens,
-        hidden_dim,
+        _backbones.embedding_dim(backbone),
         encoder=encoder,
         encoder_hidden_dim=encoder_hidden_dim,
         dropout=dropout,
         placeholder_ids=placeholder_ids,
-        max_sequence_length=max_len,
+        max_sequence_length=_backbones.max_sequence_length(backbone),
         seed=seed,
         dtype=backbone.dtype_policy,
         name="prompt_encoder",
@@ -192,40 +300,53 @@ def p_tuning_model(
     if anchor_token_ids is not None:
         prompt.initialize_from_tokens(_backbones.token_embedding(backbone), anchor_token_ids)
 
-    inputs = {
-        name: keras.Input((sequence_length,), dtype="int32", name=name)
-        for name in ("token_ids", "segment_ids", "padding_mask")
-    }
+    names = ["token_ids", "segment_ids", "padding_mask"]
+    if not _backbones.has_segment_ids(backbone):
+        names.remove("segment_ids")
+    inputs = {name: keras.Input((sequence_length,), dtype="int32", name=name) for name in names}
     token_ids = inputs["token_ids"]
-    segment_ids = inputs["segment_ids"]
+    segment_ids = inputs.get("segment_ids")
     padding_mask = inputs["padding_mask"]
     tokens = _backbones.embed_tokens(backbone, token_ids)
     if prefix:
         tokens = prompt(tokens)
-        padding_mask = prompt.extend_padding_mask(padding_mask)
-        segment_ids = ops.concatenate(
-            [ops.zeros_like(segment_ids[:, :1]) * ops.ones((1, num_virtual_tokens), "int32"),
-             segment_ids],
-            axis=1,
-        )
+        full_mask = prompt.extend_padding_mask(padding_mask)
+        if segment_ids is not None:
+            segment_ids = ops.concatenate(
+                [ops.zeros_like(segment_ids[:, :1]) * ops.ones((1, num_virtual_tokens), "int32"),
+                 segment_ids],
+                axis=1,
+            )
     else:
         tokens = prompt(tokens, token_ids)
-    x = _backbones.finish_embeddings(backbone, tokens, segment_ids)
-    x = _backbones.run_transformer(backbone, x, padding_mask)
+        full_mask = padding_mask
+    positions = _RealPositions(name="real_positions")(full_mask)
+    x = _backbones.finish_embeddings(backbone, tokens, segment_ids, positions)
+    x = _backbones.run_transformer(backbone, x, full_mask)
 
     if head == "classification":
         if pooling == "cls":
             features = x[:, extra, :]
+        elif pooling == "last":
+            last = _LastRealPosition(extra, name="last_position")(padding_mask)
+            features = _gather_positions(x, last)[:, 0, :]
         else:
-            features = MaskedMeanPooling(name="mean_pooling")(x, padding_mask=padding_mask)
+            features = MaskedMeanPooling(name="mean_pooling")(x, padding_mask=full_mask)
         logits = keras.layers.Dense(num_classes, name="classifier")(features)
-    else:
+    elif head == "masked_lm":
         if masked_lm_head is None:
             masked_lm_head = _backbones.masked_lm_head(backbone)
         masked_lm_head.trainable = True
         position = _MaskPosition(mask_token_id, extra, name="mask_position")(token_ids)
         vocab_logits = masked_lm_head(x, mask_positions=position)[:, 0, :]
         logits = ops.take(vocab_logits, ops.convert_to_tensor(list(label_token_ids)), axis=1)
+    else:
+        if mask_token_id is None:
+            position = _LastRealPosition(extra, name="last_position")(padding_mask)
+        else:
+            position = _MaskPosition(mask_token_id, extra - 1, name="mask_position")(token_ids)
+        vocab_logits = _backbones.causal_lm_logits(backbone, _gather_positions(x, position))
+        logits = ops.take(vocab_logits[:, 0, :], ops.convert_to_tensor(list(label_token_ids)), axis=1)
     backbone.trainable = train_backbone  # last: a refused model leaves the backbone as it was
     return PTuningModel(inputs, logits, name="p_tuning_model")
 
@@ -248,12 +369,13 @@ def freeze_prompts(model):
 
 
 @keras_space_export("keras_space.models.apply_prompt_template")
-def apply_prompt_template(inputs, template, placeholder_ids):
+def apply_prompt_template(inputs, template, placeholder_ids, start_token=True, end_token=True):
     """Lay tokenised texts into a P-tuning template (numpy, for template mode).
 
     Args:
-        inputs: the dict of a keras-hub BERT preprocessor (`token_ids`,
+        inputs: the dict of a keras-hub preprocessor (`token_ids`,
             `padding_mask`, optionally `segment_ids`), each row
+            `[start] text [end]` padded on the right or the left, e.g. BERT's
             `[CLS] text [SEP] pad...`.
         template: a list of token ids and exactly one `"text"` marker, e.g.
             `[p1, p2, "text", p3, mask_id]`; the row becomes
@@ -261,11 +383,32 @@ def apply_prompt_template(inputs, template, placeholder_ids):
             sequence length.
         placeholder_ids: the prompt's placeholder ids; the template must use at
             least one of them.
+        start_token: bool, whether each row starts with a special token that
+            stays first (BERT's `[CLS]`, GPT-2's `<|endoftext|>` with
+            `add_start_token=True`). Defaults to `True`.
+        end_token: bool, whether each row ends with a special token that stays
+            last (BERT's `[SEP]`). Pass `False` for GPT-2 rows made with
+            `add_end_token=False`, so that the template's last token is the
+            last real one (where `head="causal_lm"` scores). Defaults to `True`.
 
     Returns:
-        A dict like `inputs` (same sequence length).
+        A dict like `inputs` (same sequence length, padded on the right).
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_space.models import apply_prompt_template
+
+    x = {"token_ids": np.array([[101, 7, 8, 102, 0, 0, 0, 0]]),
+         "padding_mask": np.array([[1, 1, 1, 1, 0, 0, 0, 0]])}
+    apply_prompt_template(x, [1, 2, "text", 3, 103], [1, 2, 3])["token_ids"]
+    # [[101, 1, 2, 7, 8, 3, 103, 102]]
+    ```
     """
     template = list(template)
+    start = int(validation.strict_bool("start_token", start_token))
+    end = int(validation.strict_bool("end_token", end_token))
     if template.count("text") != 1:
         raise ValueError(
             "`template` must contain the marker 'text' exactly once. "
@@ -280,20 +423,25 @@ def apply_prompt_template(inputs, template, placeholder_ids):
     token_ids = np.asarray(inputs["token_ids"])
     mask = np.asarray(inputs["padding_mask"]).astype(bool)
     batch, length = token_ids.shape
-    room = length - 2 - len(fixed)
+    room = length - start - end - len(fixed)
     if room < 1:
         raise ValueError(
-            f"Sequence too long: the template takes {len(fixed)} + 2 special tokens, "
-            f"leaving no room for text in sequence length {length}. Use a longer "
+            f"Sequence too long: the template takes {len(fixed)} + {start + end} special "
+            f"tokens, leaving no room for text in sequence length {length}. Use a longer "
             "sequence_length in the preprocessor or a shorter template."
         )
     cut = template.index("text")
     out_ids = np.zeros_like(token_ids)
     out_mask = np.zeros_like(np.asarray(inputs["padding_mask"]))
     for i in range(batch):
-        real = token_ids[i, mask[i]]
-        text = list(real[1:-1][:room])
-        row = [real[0], *fixed[:cut], *text, *fixed[cut:], real[-1]]
+        real = list(token_ids[i, mask[i]])
+        if len(real) < start + end:
+            raise ValueError(
+                f"Row {i} of `inputs` has {len(real)} real tokens, fewer than its special "
+                f"tokens (start_token={start_token}, end_token={end_token})."
+            )
+        text = real[start : len(real) - end][:room]
+        row = [*real[:start], *fixed[:cut], *text, *fixed[cut:], *real[len(real) - end :]]
         out_ids[i, : len(row)] = row
         out_mask[i, : len(row)] = 1
     result = dict(inputs)

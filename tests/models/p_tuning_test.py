@@ -38,7 +38,7 @@ def head(model, features):
 def test_prefix_equals_the_backbone_on_anchor_tokens(minilm):
     backbone, x = minilm
     model = p_tuning_model(backbone, num_classes=2, num_virtual_tokens=3, encoder="lstm",
-                           anchor_token_ids=ANCHORS)
+                           anchor_token_ids=ANCHORS, pooling="cls")
     n = len(ANCHORS)
     ids = np.concatenate([np.tile(ANCHORS, (len(TEXTS), 1)), x["token_ids"]], 1)
     mask = np.concatenate([np.ones((len(TEXTS), n), "int32"), x["padding_mask"]], 1)

@@ -1,0 +1,40 @@
+"""Seeded runs that repeat bit for bit."""
+
+import keras
+
+from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
+
+
+@keras_space_export("keras_space.utils.set_deterministic")
+def set_deterministic(seed):
+    """Seed Python, NumPy and the backend, and make TensorFlow ops deterministic.
+
+    `keras.utils.set_random_seed(seed)` alone does not make a run repeat: on
+    the CPU, TensorFlow's reductions and some kernels (e.g. the gradient of an
+    embedding lookup, `UnsortedSegmentSum`) add in a thread-dependent order,
+    so two runs with the same seed drift apart over a few hundred steps (a
+    few-shot P-tuning run ended 3.4 accuracy points apart). This also calls
+    `tf.config.experimental.enable_op_determinism()`, which picks
+    deterministic kernels (and refuses the few ops that have none). It is
+    process-wide and cannot be undone; the cost is a little speed (measured in
+    `benchmarks/RESULTS.md` where it matters). Examples, benchmarks and the
+    few-shot tests of this package call it.
+
+    Args:
+        seed: a non-negative int.
+
+    Example:
+
+    ```python
+    from keras_space.utils import set_deterministic
+
+    set_deterministic(0)   # then build and fit: the same numbers every run
+    ```
+    """
+    seed = validation.non_negative_int("seed", seed)
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
