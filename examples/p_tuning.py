@@ -99,7 +99,7 @@ def fit_and_score(model, x_train, y_train, x_test, y_test, lr, epochs):
     return float(np.mean(np.argmax(model.predict(x_test, batch_size=64, verbose=0), 1) == y_test))
 
 
-def methods(texts, y, test_texts, y_test, pre, path, seed):
+def methods(texts, y, test_texts, y_test, pre, path, seed, args_epochs=20):
     """name -> zero-argument function returning held-out accuracy."""
     pairs = isinstance(texts, tuple)
     num_classes = int(max(y.max(), y_test.max()) + 1)
@@ -132,7 +132,7 @@ def methods(texts, y, test_texts, y_test, pre, path, seed):
     def p_tuning(encoder_name):
         backbone = keras_hub.models.BertBackbone.from_preset(path)
         model = p_tuning_model(backbone, num_classes=num_classes, encoder=encoder_name, seed=seed)
-        return fit_and_score(model, x, y, x_test, y_test, 3e-3, 20)
+        return fit_and_score(model, x, y, x_test, y_test, 3e-3, args_epochs)
 
     def full_fine_tuning():
         model = encoder()
@@ -156,6 +156,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--only", nargs="*", help="method name prefixes to run")
+    parser.add_argument("--epochs", type=int, default=20, help="P-tuning epochs")
     args = parser.parse_args()
 
     path = minilm_path()
@@ -166,7 +167,7 @@ def main():
     results = {}
     for task, make in ((t, tasks[t]) for t in (tasks if args.train else args.tasks)):
         for seed in range(args.seeds):
-            runs = methods(*make(seed), pre, path, seed)
+            runs = methods(*make(seed), pre, path, seed, args.epochs)
             for name, fn in runs.items():
                 if args.only and not any(name.startswith(p) for p in args.only):
                     continue

@@ -170,8 +170,10 @@ def p_tuning_model(
 
     Heads:
         - `"classification"`: Dense(num_classes) on the padding-aware mean of
-          the sequence (`pooling="mean"`, the default: on a frozen sentence
-          encoder such as MiniLM it is what beats a linear probe), on the first
+          the text's states (`pooling="mean"`, the default; in prefix mode the
+          virtual tokens' states are left out, as a sentence encoder's mean
+          is over the text: on a frozen sentence encoder such as MiniLM this is
+          what beats a linear probe), on the first
           text token (`"cls"`, encoders only) or on the last real token
           (`"last"`, the natural choice on GPT-2, which sees everything there).
         - `"masked_lm"` (encoders): PET/P-tuning style. The masked-LM head
@@ -331,7 +333,9 @@ def p_tuning_model(
             last = _LastRealPosition(extra, name="last_position")(padding_mask)
             features = _gather_positions(x, last)[:, 0, :]
         else:
-            features = MaskedMeanPooling(name="mean_pooling")(x, padding_mask=full_mask)
+            # the text's tokens only: the prompt's states would weigh in as much as a
+            # sentence of their length, and a frozen sentence encoder's mean is over the text
+            features = MaskedMeanPooling(name="mean_pooling")(x[:, extra:, :], padding_mask=padding_mask)
         logits = keras.layers.Dense(num_classes, name="classifier")(features)
     elif head == "masked_lm":
         if masked_lm_head is None:

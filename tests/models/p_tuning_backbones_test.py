@@ -127,7 +127,7 @@ def test_prefix_mode_equals_keras_hub_on_the_spliced_sequence(kind):
     if kind == "gpt2":
         want = causal_head(backbone, states, ref_mask.sum(1) - 1)
     else:
-        want = mean_head(model, states, ref_mask)
+        want = mean_head(model, states[:, n:], clean_mask)  # the text's states only
     for left in (False, True):
         ids, mask = rows(0, left=left)
         got = np.asarray(model(inputs_for(model, ids, mask)))
@@ -231,5 +231,7 @@ def test_refusals_name_the_backbone_and_the_way_out():
     empty = np.zeros((2, 4), "int32")
     with pytest.raises(Exception, match="at least one real token in every row"):
         last(inputs_for(last, empty + 5, np.array([[1, 1, 0, 0], [0, 0, 0, 0]], "int32")))
+    with pytest.raises(ValueError, match="end_token"):
+        apply_prompt_template({"token_ids": empty, "padding_mask": empty}, ["text", 1], [1], end_token="no")
     with pytest.raises(ValueError, match="fewer than its special tokens"):
         apply_prompt_template({"token_ids": empty, "padding_mask": empty}, ["text", 1], [1])
