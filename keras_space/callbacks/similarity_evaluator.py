@@ -128,7 +128,7 @@ class SimilarityEvaluator(keras.callbacks.Callback):
     `ModelCheckpoint` can use them) as `{name}_spearman` and `{name}_pearson`.
 
     Each distinct input is encoded once per evaluation: SICK-style data
-    repeats sentences across pairs (SICK_train: 9,000 sides, 4,968 distinct), and
+    repeats sentences across pairs (SICK_train: 9,000 sides, 4,802 distinct), and
     encoding every side anew would pay for the repeats. With `preprocessor=`
     (strings in), sentences are sorted by length and each batch trimmed to its
     longest (`keras_space.models.encode_texts`), so short sentences do not pay
