@@ -99,7 +99,7 @@ def fit_and_score(model, x_train, y_train, x_test, y_test, lr, epochs):
     return float(np.mean(np.argmax(model.predict(x_test, batch_size=64, verbose=0), 1) == y_test))
 
 
-def methods(texts, y, test_texts, y_test, pre, path, seed, args_epochs=20):
+def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
     """name -> zero-argument function returning held-out accuracy."""
     pairs = isinstance(texts, tuple)
     num_classes = int(max(y.max(), y_test.max()) + 1)
@@ -132,7 +132,7 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, args_epochs=20):
     def p_tuning(encoder_name):
         backbone = keras_hub.models.BertBackbone.from_preset(path)
         model = p_tuning_model(backbone, num_classes=num_classes, encoder=encoder_name, seed=seed)
-        return fit_and_score(model, x, y, x_test, y_test, 3e-3, args_epochs)
+        return fit_and_score(model, x, y, x_test, y_test, 3e-3, epochs)
 
     def full_fine_tuning():
         model = encoder()

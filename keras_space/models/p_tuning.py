@@ -26,9 +26,7 @@ class _MaskPosition(keras.layers.Layer):
     def __init__(self, mask_token_id, offset=0, **kwargs):
         super().__init__(**kwargs)
         self.mask_token_id = validation.non_negative_int("mask_token_id", mask_token_id)
-        if not validation._is_int(offset) or offset < -1:
-            raise ValueError(f"`offset` must be an int >= -1. Received: offset={offset!r}")
-        self.offset = int(offset)
+        self.offset = validation.positive_int("offset", offset, minimum=-1)
 
     def call(self, token_ids):
         is_mask = ops.equal(token_ids, self.mask_token_id)
@@ -65,7 +63,7 @@ class _LastRealPosition(keras.layers.Layer):
         self.offset = validation.non_negative_int("offset", offset)
 
     def call(self, padding_mask):
-        mask = ops.cast(ops.cast(padding_mask, "bool"), "int32")
+        mask = _ones_and_zeros(padding_mask)
         mask = validation.holds(
             "padding_mask", mask, ops.any(mask > 0, axis=1),
             "at least one real token in every row (the last real token is scored)",
@@ -91,11 +89,16 @@ class _RealPositions(keras.layers.Layer):
     """
 
     def call(self, padding_mask):
-        mask = ops.cast(ops.cast(padding_mask, "bool"), "int32")
+        mask = _ones_and_zeros(padding_mask)
         return ops.maximum(ops.cumsum(mask, axis=1) - 1, 0)
 
     def compute_output_spec(self, padding_mask):
         return keras.KerasTensor(padding_mask.shape, dtype="int32")
+
+
+def _ones_and_zeros(padding_mask):
+    """A bool or numeric padding mask as int32 ones (real) and zeros (padding)."""
+    return ops.cast(ops.cast(padding_mask, "bool"), "int32")
 
 
 def _gather_positions(x, positions):
@@ -342,14 +345,14 @@ def p_tuning_model(
             masked_lm_head = _backbones.masked_lm_head(backbone)
         masked_lm_head.trainable = True
         position = _MaskPosition(mask_token_id, extra, name="mask_position")(token_ids)
-        vocab_logits = masked_lm_head(x, mask_positions=position)[:, 0, :]
-        logits = ops.take(vocab_logits, ops.convert_to_tensor(list(label_token_ids)), axis=1)
+        vocab_logits = masked_lm_head(x, mask_positions=position)
     else:
         if mask_token_id is None:
             position = _LastRealPosition(extra, name="last_position")(padding_mask)
         else:
             position = _MaskPosition(mask_token_id, extra - 1, name="mask_position")(token_ids)
         vocab_logits = _backbones.causal_lm_logits(backbone, _gather_positions(x, position))
+    if head != "classification":  # the verbalizer: one label word per class
         logits = ops.take(vocab_logits[:, 0, :], ops.convert_to_tensor(list(label_token_ids)), axis=1)
     backbone.trainable = train_backbone  # last: a refused model leaves the backbone as it was
     return PTuningModel(inputs, logits, name="p_tuning_model")
