@@ -199,6 +199,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    set_deterministic(args.seed)  # before TensorFlow starts
     work = args.work_dir
     os.makedirs(work, exist_ok=True)
     if args.resume:

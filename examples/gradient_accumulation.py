@@ -40,6 +40,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
+    set_deterministic(0)  # before TensorFlow starts
     d = load_digits()
     x = (d.data / 16.0).astype("float32")
     x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.3, random_state=0, stratify=d.target)

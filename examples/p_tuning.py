@@ -22,8 +22,8 @@ Methods, all on the same examples, one seed = one draw of the training set:
     frozen; AdamW 3e-3, 20 epochs of batch 16;
   - full fine-tuning: MiniLM + mean pooling + Dense, every weight trainable;
     AdamW 5e-5, 10 epochs.
-Every run starts with `set_deterministic(seed)`, so a seed gives the same
-accuracy every time. Prints the table and one JSON object.
+`set_deterministic` is called before TensorFlow starts and every run reseeds
+it, so a seed gives the same accuracy every time, in any process. Prints the table and one JSON object.
 """
 
 import argparse
@@ -159,6 +159,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=20, help="P-tuning epochs")
     args = parser.parse_args()
 
+    set_deterministic(0)  # before TensorFlow starts (reseeded before each run below)
     path = minilm_path()
     pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=args.length)
     tasks = {"sts-corpus": sts_corpus_task, "sick-entailment": sick_entailment_task}

@@ -87,6 +87,7 @@ def main():
     parser.add_argument("--out", default="smooth_activations.png")
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
+    set_deterministic(0)  # before TensorFlow starts
     plot(args.out)
     data = digits()
     train("ReLU", keras.layers.ReLU, data, args.epochs)

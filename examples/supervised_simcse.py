@@ -95,6 +95,7 @@ def main():
     parser.add_argument("--sequence-length", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    set_deterministic(args.seed)  # before TensorFlow starts
     import keras_hub
 
     path = minilm_path()

@@ -84,6 +84,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--blocks", type=int, default=2)
     args = parser.parse_args()
+    set_deterministic(0)  # before TensorFlow starts
 
     digits = load_digits()
     x = patches(digits.images)

@@ -1,5 +1,7 @@
 """Seeded runs that repeat bit for bit."""
 
+import warnings
+
 import keras
 
 from keras_space.api_export import keras_space_export
@@ -14,14 +16,23 @@ def set_deterministic(seed):
     the CPU, TensorFlow's reductions and some kernels (e.g. the gradient of an
     embedding lookup, `UnsortedSegmentSum`) add in a thread-dependent order,
     so two runs with the same seed drift apart over a few hundred steps (a
-    few-shot P-tuning run ended 3.4 accuracy points apart). This also calls
-    `tf.config.experimental.enable_op_determinism()`, which picks
-    deterministic kernels (and refuses the few ops that have none). It is
-    process-wide and cannot be undone. Examples and benchmarks of this package
-    call it. A seeded P-tuning fit then repeats bit for bit, within a process
-    and across processes (tested on a small backbone); on the real MiniLM
-    few-shot example one seed still gave held-out accuracies 1.2 points apart
-    in three processes, a residual source not yet found (README, P-tuning).
+    few-shot P-tuning run ended 3.4 accuracy points apart). This also
+
+    - calls `tf.config.experimental.enable_op_determinism()`, which picks
+      deterministic kernels (and refuses the few ops that have none);
+    - runs independent graph ops one at a time
+      (`tf.config.threading.set_inter_op_parallelism_threads(1)`; each op
+      still uses every core). Without it, the order in which a `fit` step's
+      independent ops finish changed the prompt gradients of a frozen
+      MiniLM in the last bits from one process to the next (the same seed
+      gave held-out accuracies 1.2 points apart in three processes); with
+      it, eight processes gave bit-identical weights.
+
+    Both are process-wide and cannot be undone, and the thread setting can
+    only be made before TensorFlow runs its first op: call this first thing
+    in a script. Called later, it still seeds and enables op determinism,
+    and warns that runs may differ across processes. Examples and
+    benchmarks of this package call it.
 
     Args:
         seed: a non-negative int.
@@ -31,12 +42,25 @@ def set_deterministic(seed):
     ```python
     from keras_space.utils import set_deterministic
 
-    set_deterministic(0)   # then build and fit: the same numbers every run
+    set_deterministic(0)   # first thing; then build and fit: the same numbers every run
     ```
     """
     seed = validation.non_negative_int("seed", seed)
-    keras.utils.set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+    if keras.backend.backend() != "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    import tensorflow as tf
 
-        tf.config.experimental.enable_op_determinism()
+    if tf.config.threading.get_inter_op_parallelism_threads() != 1:
+        try:  # before set_random_seed, which may start TensorFlow
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            warnings.warn(
+                "set_deterministic() was called after TensorFlow started, so "
+                "independent ops still run in parallel and results may differ "
+                "in the last bits from one process to the next. Call it before "
+                "any TensorFlow op (first thing in the script).",
+                stacklevel=2,
+            )
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()

@@ -9,10 +9,16 @@ import pytest
 from keras_space.utils import set_deterministic
 
 SCRIPT = r"""
-import numpy as np, keras, keras_hub
+import warnings
+import numpy as np, keras, keras_hub, tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 from keras_space.models import p_tuning_model
 from keras_space.utils import set_deterministic
+
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    set_deterministic(3)  # first thing: independent ops then run one at a time
+assert tf.config.threading.get_inter_op_parallelism_threads() == 1
 
 def run():
     set_deterministic(3)
@@ -40,6 +46,21 @@ print("same")
 def test_seeded_p_tuning_runs_repeat_bit_for_bit():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "same" in out.stdout, out.stderr[-3000:]
+
+
+LATE = r"""
+import tensorflow as tf, pytest
+from keras_space.utils import set_deterministic
+tf.constant(1.0) + 1  # TensorFlow has started: the thread setting can no longer change
+with pytest.warns(UserWarning, match="first thing in the script"):
+    set_deterministic(0)
+print("warned")
+"""
+
+
+def test_called_after_tensorflow_started_warns():
+    out = subprocess.run([sys.executable, "-c", LATE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "warned" in out.stdout, out.stderr[-3000:]
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0", None])
