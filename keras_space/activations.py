@@ -150,6 +150,78 @@ def _relu_core(x, sigma, kernel):
     return sigma * ops.softplus(u)
 
 
+def _relu_sigma_derivative(u, kernel):
+    """d/dsigma of sigma-smoothed relu at u = x / sigma: phi(u) for the gaussian
+    (the x- and u-terms cancel); softplus(u) - u sigmoid(u) = softplus(-|u|) +
+    |u| sigmoid(-|u|) for the logistic, with |u| capped where both terms are 0."""
+    if kernel == "gaussian":
+        return _kernel_pdf(u, kernel)
+    a = ops.minimum(ops.abs(u), 800.0)
+    return ops.softplus(-a) + a * ops.sigmoid(-a)
+
+
+def _sum_to(g, like):
+    """g summed over the axes `like` was broadcast along (a scalar or per-channel
+    sigma or alpha gets the sum of its elementwise gradients)."""
+    shape = tuple(like.shape)
+    extra = len(g.shape) - len(shape)
+    if extra:
+        g = ops.sum(g, axis=tuple(range(extra)))
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1)
+    return ops.sum(g, axis=axes, keepdims=True) if axes else g
+
+
+def _scaled(b, r):
+    """b r, skipping the multiplication by a Python 1."""
+    return r if isinstance(b, (int, float)) and b == 1 else b * r
+
+
+def _affine(a, x, b, r):
+    """a x + b r, skipping the operations with Python 0 and 1."""
+    return _scaled(b, r) if isinstance(a, (int, float)) and a == 0 else a * x + _scaled(b, r)
+
+
+def _relu_mix(x, sigma, kernel, limit, slope=0, scale=1, alpha=None):
+    """slope x + scale relu_s(x) (relu: 0, 1; abs: -1, 2), or with `alpha` the
+    SAU alpha x + (1 - alpha) relu_s(x), with closed-form gradients.
+
+    d/dx = slope + scale F(x / sigma) (the smoothed step), d/dsigma = scale times
+    `_relu_sigma_derivative`, d/dalpha = x - relu_s(x). The backward pass
+    recomputes them from the inputs, so it is itself differentiable: second and
+    mixed derivatives (scale phi(x/sigma) / sigma, ...) come out exact. At
+    x = +-inf the value is `limit(x, slope)` and the gradients are the limits
+    (F = 0 or 1; the sigma and alpha terms 0). Autodiff through the formula
+    took 1.6-2.2x GELU's forward + backward time.
+    """
+
+    def coefficients(alpha):
+        return (alpha[0], 1.0 - alpha[0]) if alpha else (slope, scale)
+
+    @ops.custom_gradient
+    def forward(x, sigma, *alpha):
+        a, b = coefficients(alpha)
+        xs = _finite(x)
+        y = _at_infinity(x, _affine(a, xs, b, _relu_core(xs, sigma, kernel)), limit(x, a))
+
+        def grad(*args, upstream=None):
+            g = args[0] if upstream is None else upstream
+            a, b = coefficients(alpha)
+            u = x / sigma
+            grads = (
+                g * _affine(a, 1.0, b, _kernel_cdf(u, kernel)),
+                _sum_to(g * _scaled(b, _relu_sigma_derivative(u, kernel)), sigma),
+            )
+            if alpha:
+                xs = _finite(x)
+                dalpha = _at_infinity(x, xs - _relu_core(xs, sigma, kernel), ops.zeros_like(x))
+                grads += (_sum_to(g * dalpha, alpha[0]),)
+            return grads
+
+        return y, grad
+
+    return forward(x, sigma) if alpha is None else forward(x, sigma, alpha)
+
+
 @keras_space_export("keras_space.activations.smooth_step")
 def smooth_step(x, sigma=1.0, kernel="gaussian"):
     """Heaviside step convolved with the kernel: F(x / sigma).
@@ -212,8 +284,7 @@ def smooth_relu(x, sigma=1.0, kernel="gaussian"):
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="relu")
     validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma = _prepare(x, sigma)
-    y = _at_infinity(x, _relu_core(_finite(x), sigma, kernel), ops.relu(x))
-    return ops.cast(y, dtype)
+    return ops.cast(_relu_mix(x, sigma, kernel, lambda x, _: ops.relu(x)), dtype)
 
 
 @keras_space_export("keras_space.activations.smooth_leaky_relu")
@@ -229,11 +300,12 @@ def smooth_leaky_relu(x, alpha=0.01, sigma=1.0, kernel="gaussian"):
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="leaky_relu")
     validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma, alpha = _prepare(x, sigma, alpha)
-    xs = _finite(x)
-    y = alpha * xs + (1.0 - alpha) * _relu_core(xs, sigma, kernel)
-    minus_infinity = ops.where(alpha > 0, ops.cast(-np.inf, x.dtype), ops.zeros_like(alpha))
-    y = _at_infinity(x, y, ops.where(x > 0, x, minus_infinity))
-    return ops.cast(y, dtype)
+
+    def limit(x, alpha):
+        minus_infinity = ops.where(alpha > 0, ops.cast(-np.inf, x.dtype), ops.zeros_like(alpha))
+        return ops.where(x > 0, x, minus_infinity)
+
+    return ops.cast(_relu_mix(x, sigma, kernel, limit, alpha=alpha), dtype)
 
 
 @keras_space_export("keras_space.activations.smooth_abs")
@@ -248,9 +320,7 @@ def smooth_abs(x, sigma=1.0, kernel="gaussian"):
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="abs")
     validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma = _prepare(x, sigma)
-    xs = _finite(x)
-    y = _at_infinity(x, 2.0 * _relu_core(xs, sigma, kernel) - xs, ops.abs(x))
-    return ops.cast(y, dtype)
+    return ops.cast(_relu_mix(x, sigma, kernel, lambda x, _: ops.abs(x), -1, 2), dtype)
 
 
 @keras_space_export("keras_space.activations.smooth_max")

@@ -263,3 +263,92 @@ def test_bad_kernel_and_fn():
         A.mollify(keras.ops.relu, XS, num_points=1)
     with pytest.raises(ValueError, match="rule='simpson'"):
         A.mollify(keras.ops.relu, XS, rule="simpson")
+
+
+# (function, slope a, scale b) of a x + b relu_s(x); SAU's a = alpha, b = 1 - alpha.
+SAU_ALPHA = np.array([0.1, 0.4])
+MIXES = {
+    "relu": (lambda x, s, k: A.smooth_relu(x, s, k), 0.0, 1.0),
+    "abs": (lambda x, s, k: A.smooth_abs(x, s, k), -1.0, 2.0),
+    "leaky_relu": (lambda x, s, k: A.smooth_leaky_relu(x, SAU_ALPHA, s, k), SAU_ALPHA, 1 - SAU_ALPHA),
+}
+
+
+def _relu_s_reference(x, sigma, kernel):
+    """relu_s, d relu_s/dsigma, F, f at u = x / sigma, all from scipy."""
+    u = x / sigma
+    dist = DIST[kernel]
+    if kernel == "gaussian":
+        value, dsigma = x * dist.cdf(u) + sigma * dist.pdf(u), dist.pdf(u)
+    else:
+        value = sigma * np.logaddexp(0.0, u)
+        dsigma = np.logaddexp(0.0, u) - u * dist.cdf(u)
+    return value, dsigma, dist.cdf(u), dist.pdf(u)
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic"])
+@pytest.mark.parametrize("name", list(MIXES))
+def test_closed_form_gradients_first_second_and_mixed(name, kernel, graph):
+    """The custom gradients of relu / abs / SAU against scipy's formulas: d/dx,
+    d2/dx2 (the kernel density), d/dsigma and d/dsigma d/dx, for a per-channel
+    sigma (its gradient summed over the batch), in float64."""
+    fn, a, b = MIXES[name]
+    x_np = np.stack([XS, -0.5 * XS + 0.2], axis=1)  # (37, 2)
+    sigma_np = np.array([0.3, 0.8])
+    x, sigma = tf.constant(x_np), tf.constant(sigma_np)
+
+    def derivatives(x, sigma):
+        with tf.GradientTape(persistent=True) as outer:
+            outer.watch([x, sigma])
+            with tf.GradientTape() as inner:
+                inner.watch([x, sigma])
+                y = tf.reduce_sum(fn(x, sigma, kernel))
+            dx, dsigma = inner.gradient(y, [x, sigma])
+        return dx, dsigma, outer.gradient(dx, x), outer.gradient(dx, sigma)
+
+    if graph:
+        derivatives = tf.function(derivatives)
+    dx, dsigma, dxx, dx_dsigma = (t.numpy() for t in derivatives(x, sigma))
+    _, ds_ref, cdf, pdf = _relu_s_reference(x_np, sigma_np, kernel)
+    u = x_np / sigma_np
+    tol = dict(rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(dx, a + b * cdf, **tol)
+    np.testing.assert_allclose(dxx, b * pdf / sigma_np, **tol)
+    np.testing.assert_allclose(dsigma, np.sum(b * ds_ref, axis=0), **tol)
+    np.testing.assert_allclose(dx_dsigma, np.sum(-b * u * pdf / sigma_np, axis=0), **tol)
+
+
+def test_sau_alpha_gradient_and_its_x_derivative():
+    """d/dalpha (x - relu_s(x)) per channel, and d/dx of it (1 - F), against scipy."""
+    x_np = np.stack([XS, -0.5 * XS + 0.2], axis=1)
+    x, alpha = tf.constant(x_np), tf.constant([0.1, 0.4], tf.float64)
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch([x, alpha])
+            y = tf.reduce_sum(A.smooth_leaky_relu(x, alpha, 0.3))
+        dalpha = inner.gradient(y, alpha)
+    value, _, cdf, _ = _relu_s_reference(x_np, 0.3, "gaussian")
+    np.testing.assert_allclose(dalpha, np.sum(x_np - value, axis=0), rtol=1e-10)
+    np.testing.assert_allclose(outer.gradient(dalpha, x), 1.0 - cdf, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic"])
+def test_gradients_at_infinity_are_the_limits(kernel):
+    """At x = +-inf: the value is f's limit, d/dx the limit of the slope, and the sigma
+    and alpha gradients 0 (never NaN), as for the finite neighbours far out."""
+    x = tf.constant([np.inf, -np.inf, 1e30, -1e30], tf.float64)
+    sigma, alpha = tf.constant(0.5, tf.float64), tf.constant(0.2, tf.float64)
+    expected_dx = {"relu": [1, 0, 1, 0], "abs": [1, -1, 1, -1], "leaky_relu": [1, 0.2, 1, 0.2]}
+    for name, fn in (("relu", lambda x, s: A.smooth_relu(x, s, kernel)),
+                     ("abs", lambda x, s: A.smooth_abs(x, s, kernel)),
+                     ("leaky_relu", lambda x, s: A.smooth_leaky_relu(x, alpha, s, kernel))):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([x, sigma, alpha])
+            y = fn(x, sigma)
+        dx, dsigma, dalpha = tape.gradient(y, [x, sigma, alpha])
+        np.testing.assert_array_equal(dx.numpy(), expected_dx[name], err_msg=name)
+        assert float(dsigma) == 0.0, name
+        if name == "leaky_relu":  # x - relu_s(x) is 0 at x = 1e30, and set to 0 at +-inf
+            assert float(dalpha) == pytest.approx(-1e30, rel=1e-12), name
