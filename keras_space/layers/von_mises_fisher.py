@@ -16,7 +16,7 @@ from keras_space.api_export import keras_space_export
 from keras_space.ops import vmf
 from keras_space.utils import validation
 
-SAMPLERS = ("auto", "wood", "table")
+SAMPLERS = ("auto", "closed_form", "table", "wood")
 
 
 @keras_space_export("keras_space.layers.VonMisesFisher")
@@ -39,6 +39,10 @@ class VonMisesFisher(keras.layers.Layer):
 
     Samplers of w:
 
+    - "closed_form" (default for d = 3, fixed or learned kappa): the exact
+      inverse CDF w = 1 + log(u + (1 - u) e^(-2 kappa)) / kappa, one uniform
+      per sample, stable for kappa from 1e-3 to 1e5; its kappa gradient is
+      exact by plain autodiff.
     - "table" (default for fixed kappa): an inverse-CDF table of 4097
       quantiles of the angle arccos w, computed once at build time (33 KB,
       exact at the nodes, linear in between); no loop in the graph.
@@ -58,7 +62,9 @@ class VonMisesFisher(keras.layers.Layer):
     Args:
         kappa: concentration (> 0); the initial value when learned.
         learn_kappa: learn kappa (one scalar) by gradient descent. Defaults to `False`.
-        sampler: "auto", "table" (fixed kappa only) or "wood". Defaults to `"auto"`.
+        sampler: "auto", "closed_form" (d = 3 only), "table" (fixed kappa only)
+            or "wood". Defaults to `"auto"`: "closed_form" for d = 3, else
+            "wood" with `learn_kappa=True`, else "table".
         sample_in_inference: output samples also when `training=False`. Defaults to `False`.
         seed: int seed for the samples (None: random). Defaults to `None`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
@@ -121,6 +127,8 @@ class VonMisesFisher(keras.layers.Layer):
     def _resolved_sampler(self):
         if self.sampler != "auto":
             return self.sampler
+        if self.dim == 3:
+            return "closed_form"
         return "wood" if self.learn_kappa else "table"
 
     def build(self, input_shape):
@@ -131,6 +139,11 @@ class VonMisesFisher(keras.layers.Layer):
             )
         self.dim = int(d)
         self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: self.dim})
+        if self.sampler == "closed_form" and self.dim != 3:
+            raise ValueError(
+                "sampler='closed_form' is the inverse CDF of d = 3 only; use 'auto', "
+                f"'table' or 'wood'. Received: sampler='closed_form' with input_shape={input_shape}"
+            )
         if self.learn_kappa:
             self.log_kappa = self.add_weight(
                 name="log_kappa",
@@ -181,24 +194,31 @@ class VonMisesFisher(keras.layers.Layer):
         """A vMF sample around unit vectors `mu` (float32).
 
         w and 1 - w are drawn in float64 (one scalar per sample; 1 - w is
-        ~1/kappa small for large kappa), the sphere part runs in float32.
+        ~1/kappa small for large kappa), the sphere part runs in float32
+        (float64 for d <= 4).
         """
         seed = tf.cast(self.seed_generator.next(), tf.int32)
         s_w, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         shape = tf.shape(mu)[:-1]
-        table = self.inverse_cdf if self._resolved_sampler() == "table" else None
+        sampler = self._resolved_sampler()
         w, one_minus_w = vmf._sample_w(
             self.dim,
             self.current_kappa(),
             shape,
             s_w,
-            table=table,
+            sampler=sampler,
+            table=self.inverse_cdf if sampler == "table" else None,
             reparameterize_kappa=self.learn_kappa,
         )
-        noise = tf.random.stateless_normal(tf.shape(mu), s_noise, dtype=tf.float32)
-        return vmf._sample_on_sphere(
-            mu, tf.cast(w, tf.float32), tf.cast(one_minus_w, tf.float32), noise
-        )
+        # d <= 4: noise nearly along mu is likely enough (P(angle < s) ~ s^(d-1)) that
+        # float32 would leave |z| - 1 ~ 1e-5 in big batches; float64 is free there.
+        work = tf.float64 if self.dim <= 4 else tf.float32
+        if self.dim <= 4:  # and mu unit to float64 precision, or the projection is off as much
+            mu = tf.cast(mu, work)
+            mu = mu / tf.norm(mu, axis=-1, keepdims=True)
+        noise = tf.random.stateless_normal(tf.shape(mu), s_noise, dtype=work)
+        z = vmf._sample_on_sphere(mu, tf.cast(w, work), tf.cast(one_minus_w, work), noise)
+        return tf.cast(z, tf.float32)
 
     def call(self, inputs, training=None):
         mu = self.mean_direction(inputs)

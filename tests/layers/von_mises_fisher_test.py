@@ -116,6 +116,34 @@ def test_bad_arguments():
         VonMisesFisher(kappa=1.0, learn_kappa=True, sampler="table")
     with pytest.raises(ValueError, match="d >= 2"):
         VonMisesFisher(kappa=1.0)(np.ones((2, 1), "float32"))
+    with pytest.raises(ValueError, match=r"sampler='closed_form'.*\(2, 4\)"):
+        VonMisesFisher(kappa=1.0, sampler="closed_form")(np.ones((2, 4), "float32"))
+
+
+@pytest.mark.parametrize("learn_kappa", [False, True])
+def test_d3_uses_the_closed_form_and_no_table(learn_kappa):
+    """d = 3: "auto" is the exact inverse CDF (no table weight, no loop); samples are
+    unit vectors with E<z, mu> = A_3 = coth(kappa) - 1/kappa; the learned kappa gets
+    the exact gradient d E<z, mu> / d log kappa = kappa A_3'."""
+    k = 4.0
+    layer = VonMisesFisher(kappa=k, learn_kappa=learn_kappa, seed=0)
+    x = np.repeat(np.array([[1.0, 2.0, -2.0]], "float32"), 20000, axis=0)
+    layer.build(x.shape)
+    assert layer._resolved_sampler() == "closed_form"
+    assert [w.name for w in layer.weights] == (["log_kappa"] if learn_kappa else [])
+    mu = tf.constant(x[:1] / 3.0)
+    with tf.GradientTape() as tape:
+        z = layer(x, training=True)
+        cosine = tf.reduce_sum(z * mu, axis=-1)
+        objective = tf.reduce_mean(cosine)
+    np.testing.assert_allclose(np.linalg.norm(z.numpy(), axis=1), 1.0, rtol=1e-6)
+    a = 1 / np.tanh(k) - 1 / k
+    se = float(tf.math.reduce_std(cosine)) / np.sqrt(len(x))
+    assert abs(float(objective) - a) < 3 * se
+    if learn_kappa:
+        want = k * (1 / k**2 - 1 / np.sinh(k) ** 2)  # kappa A_3'(kappa)
+        (grad,) = tape.gradient(objective, [layer.log_kappa])
+        assert abs(float(grad) - want) < 0.05 * abs(want), (float(grad), want)
 
 
 def test_mean_direction_of_extreme_and_non_finite_inputs():
@@ -136,6 +164,6 @@ def test_vmf_table_stays_float64_under_autocast():
     from keras.src.backend import AutocastScope  # what Keras opens around model calls
 
     layer = VonMisesFisher(kappa=10.0)
-    layer(np.ones((2, 3), "float32"))
+    layer(np.ones((2, 5), "float32"))  # d = 3 has no table (closed form)
     with AutocastScope("float16"):
         assert keras.ops.convert_to_tensor(layer.inverse_cdf).dtype == "float64"

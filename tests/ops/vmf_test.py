@@ -96,14 +96,18 @@ def draw(sampler, d, k, n, seed=(1, 2)):
     seed = tf.constant(seed)
     if sampler == "wood":
         w, omw = vmf._wood_sample_w(d, k, (n,), seed)
+    elif sampler == "closed_form":
+        w, omw = vmf._sample_w(d, k, (n,), seed, sampler="closed_form")
     else:
         w, omw = vmf._table_sample_w(vmf._inverse_cdf_table(d, k), (n,), seed)
     return w.numpy(), omw.numpy()
 
 
+SAMPLER_DIMS = [(s, d) for s in ("wood", "table") for d in DIMS] + [("closed_form", 3)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", ["wood", "table"])
-@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("sampler, d", SAMPLER_DIMS)
 def test_mean_of_w_is_a_d_within_3_standard_errors(sampler, d):
     n = 20000
     for k in KAPPAS:
@@ -140,12 +144,45 @@ def exact_cdf(d, k):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
-@pytest.mark.parametrize("sampler", ["wood", "table"])
-@pytest.mark.parametrize("d, k", [(2, 1e-2), (3, 10.0), (16, 1.0), (128, 1e3), (768, 1e5), (4096, 10.0)])
+@pytest.mark.parametrize(
+    "sampler, d, k",
+    [(s, d, k) for s in ("wood", "table")
+     for d, k in [(2, 1e-2), (3, 10.0), (16, 1.0), (128, 1e3), (768, 1e5), (4096, 10.0)]]
+    + [("closed_form", 3, k) for k in (1e-3, 10.0, 1e5)],
+)
 def test_ks_against_the_exact_cdf(sampler, d, k):
     w, _ = draw(sampler, d, k, 1500, seed=(5, 6))
     result = stats.kstest(w, exact_cdf(d, k))
     assert result.pvalue > 1e-3, result
+
+
+def closed_form_reference(k, u):
+    """d = 3 inverse CDF in 40-digit mpmath: 1 - w = 1 - log(e^-k + u (e^k - e^-k)) / k."""
+    k, u = mp.mpf(k), mp.mpf(u)
+    return 1 - mp.log(mp.e ** -k + u * (mp.e**k - mp.e ** -k)) / k
+
+
+@pytest.mark.parametrize("k", [1e-3, 1.0, 10.0, 1e3, 1e5])
+def test_d3_closed_form_inverse_cdf_and_its_kappa_gradient(k):
+    """1 - w to 1e-12 relative against mpmath at fixed u (tails included), and the
+    autodiff kappa gradient against mpmath's derivative of the inverse CDF."""
+    us = np.array([0.0, 1e-300, 1e-12, 0.01, 0.3, 0.5, 0.9, 1 - 1e-12, 1 - 2.0**-53])
+    kap = tf.constant(k, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(kap)
+        w, omw = vmf._closed_form_w(kap, tf.constant(us))
+    dw = tape.jacobian(w, kap).numpy()
+    want = np.array([float(closed_form_reference(k, u)) for u in us])
+    np.testing.assert_allclose(omw.numpy(), want, rtol=1e-12)
+    np.testing.assert_allclose(w.numpy(), 1 - want, rtol=1e-12, atol=1e-300)
+    deriv = np.array([-float(mp.diff(lambda kk, u=u: closed_form_reference(kk, u), k)) for u in us])
+    # where w -> -1 the derivative is a cancellation of terms ~2 / kappa: float64 rounding of those
+    atol = 8e-16 * (2.0 / k + 1.0)
+    np.testing.assert_allclose(dw, deriv, rtol=1e-9, atol=atol)
+    assert np.all(np.isfinite(dw))
+    # the implicit-reparameterisation quadrature of the other samplers agrees (to its 1e-5)
+    inner = slice(3, -2)
+    np.testing.assert_allclose(vmf._dw_dkappa(w[inner], 3, k).numpy(), dw[inner], rtol=1e-5, atol=atol)
 
 
 # --- gradients -----------------------------------------------------------------
