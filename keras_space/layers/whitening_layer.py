@@ -13,7 +13,8 @@ MODES = ("pca", "zca")
 
 
 def _batches(data, batch_size, steps):
-    """Yield float64 numpy (n, d) batches from arrays, tensors or tf.data."""
+    """Yield numpy (n, d) batches (views where possible, any dtype) from arrays,
+    tensors or tf.data."""
     try:
         import tensorflow as tf
 
@@ -21,55 +22,75 @@ def _batches(data, batch_size, steps):
     except ImportError:  # pragma: no cover - TensorFlow is a dependency
         is_dataset = False
     if is_dataset:
-        iterator = iter(data)
-        count = 0
-        for element in iterator:
+        for count, element in enumerate(data):
             if steps is not None and count >= steps:
                 break
             if isinstance(element, (tuple, list)):
                 element = element[0]
-            yield np.array(element, dtype="float64")  # an owned copy
-            count += 1
+            yield np.asarray(element)
         return
     array = np.asarray(keras.ops.convert_to_numpy(data) if not isinstance(data, np.ndarray) else data)
     size = batch_size or 4096
     total = array.shape[0] if array.ndim else 0
     limit = total if steps is None else min(total, steps * size)
     for start in range(0, limit, size):
-        yield np.array(array[start : min(start + size, limit)], dtype="float64")  # owned
+        yield array[start : min(start + size, limit)]
 
 
 class _CovarianceAccumulator:
-    """Exact streaming mean and scatter matrix in float64 (Chan et al. merge).
+    """Exact streaming mean and scatter matrix in float64, memory O(d^2).
 
-    Memory O(d^2) whatever the number of rows.
+    Every batch is shifted by one fixed point, the first batch's mean, while
+    it is converted to float64 (one pass, into a reused buffer); the shifted
+    column sums and the scatter matrix (a float64 symmetric rank-k update)
+    are accumulated, and the mean and scatter about the mean are recovered
+    at the end. The shift is within sampling noise of the mean, so the final
+    correction N m m^T is tiny and nothing cancels. Float32 products instead
+    (about 2x faster) leave a relative error ~5e-9 on the top eigenvalues and
+    make the smallest ones meaningless (benchmarks/RESULTS.md).
     """
 
     def __init__(self):
         self.count = 0
-        self.mean = None
+        self.shift = None
+        self.sums = None
         self.scatter = None
+        self._buffer = None
 
     def update(self, batch):
-        """Merge a float64 batch; the batch is centred in place (pass a copy)."""
+        """Add a (n, d) batch of finite values. Returns False (and adds nothing)
+        when the batch holds NaN or inf (or values whose squares overflow)."""
         n = batch.shape[0]
         if n == 0:
-            return
-        mean_b = batch.mean(axis=0)
-        batch -= mean_b
-        scatter_b = batch.T @ batch
-        if self.count == 0:
-            self.count, self.mean, self.scatter = n, mean_b, scatter_b
-            return
-        total = self.count + n
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.scatter = self.scatter + scatter_b + np.outer(delta, delta) * (self.count * n / total)
-        self.count = total
+            return True
+        if self.shift is None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.shift = batch.mean(axis=0, dtype="float64")
+            self.sums = np.zeros_like(self.shift)
+            self.scatter = np.zeros((batch.shape[1],) * 2)
+        if self._buffer is None or self._buffer.shape[0] < n:
+            self._buffer = np.empty((n, batch.shape[1]))
+        shifted = self._buffer[:n]
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            np.subtract(batch, self.shift, out=shifted, dtype="float64")
+            sums = shifted.sum(axis=0)
+            scatter = shifted.T @ shifted  # numpy calls the symmetric rank-k update (syrk)
+        if not (np.all(np.isfinite(sums)) and np.all(np.isfinite(np.diagonal(scatter)))):
+            return False
+        self.count += n
+        self.sums += sums
+        self.scatter += scatter
+        return True
+
+    @property
+    def mean(self):
+        return self.shift + self.sums / self.count
 
     def covariance(self):
         """Unbiased covariance (N - 1), as numpy.cov and sklearn's PCA."""
-        return self.scatter / max(self.count - 1, 1)
+        offset = self.sums / self.count
+        scatter = self.scatter - self.count * np.outer(offset, offset)
+        return scatter / max(self.count - 1, 1)
 
 
 @keras_space_export("keras_space.layers.WhiteningLayer")
@@ -187,15 +208,23 @@ class WhiteningLayer(keras.layers.Layer):
         """
         acc = _CovarianceAccumulator()
         bad = 0
+        overflow = False
         for batch in _batches(data, batch_size, steps):
             if batch.ndim != 2:
                 raise ValueError(f"`data` batches must be 2-D (n, d). Received a batch of shape {batch.shape}")
-            finite = np.all(np.isfinite(batch), axis=1)
-            bad += int(np.sum(~finite))
-            if bad == 0:
-                acc.update(batch)
+            if bad == 0 and acc.update(batch):
+                continue
+            # a non-finite statistic: count the rows with NaN or inf (here and after)
+            rows = int(np.sum(~np.all(np.isfinite(batch), axis=1)))
+            overflow = overflow or rows == 0
+            bad += rows
         if bad:
             raise ValueError(f"`data` has {bad} rows with NaN or inf values; clean them before adapt().")
+        if overflow:
+            raise ValueError(
+                "`data` has values so large that their squares overflow float64 "
+                "(largest |value| above ~1e154); rescale it before adapt()."
+            )
         if acc.count < 2:
             raise ValueError(f"adapt() needs at least 2 rows. Received {acc.count}.")
         d = acc.mean.shape[0]

@@ -110,6 +110,10 @@ def test_rank_cap_and_errors():
     bad[20, 0] = np.inf
     with pytest.raises(ValueError, match="4 rows with NaN or inf"):
         WhiteningLayer().adapt(bad)
+    with pytest.raises(ValueError, match="4 rows with NaN or inf"):  # a NaN in the first batch too
+        WhiteningLayer().adapt(bad, batch_size=4)
+    with pytest.raises(ValueError, match="squares overflow float64"):
+        WhiteningLayer().adapt(X.astype("float64") * 1e160)
     with pytest.raises(ValueError, match="adapt"):
         WhiteningLayer()(X)
     with pytest.raises(ValueError, match="n_components=0"):
