@@ -181,14 +181,31 @@ def _affine(a, x, b, r):
     return _scaled(b, r) if isinstance(a, (int, float)) and a == 0 else a * x + _scaled(b, r)
 
 
+def _relu_mix_parts(x, sigma, kernel, a, b):
+    """(y, dy/dx, phi term) of y = a x + b relu_s(x), in as few elementwise ops as
+    the forward + backward budget allows (GELU's). Gaussian, with
+    z = -x / (sqrt(2) sigma) and e = erfc(z) = 2 F(x / sigma):
+    dy/dx = a + (b / 2) e and y = x dy/dx + b sigma phi(x / sigma), where
+    sigma phi(x / sigma) = sigma exp(-z^2) / sqrt(2 pi) is returned as the
+    third part (d y / d sigma = b phi). Logistic: the formulas of `_relu_core`."""
+    if kernel == "gaussian":
+        z = x * (-1.0 / (_SQRT2 * sigma))
+        slope = _affine(a, 1.0, _scaled(b, 0.5), ops.erfc(z))
+        density = ops.exp(-ops.square(z)) * _INV_SQRT_2PI
+        return slope, density
+    u = x / sigma
+    return _affine(a, 1.0, b, ops.sigmoid(u)), None
+
+
 def _relu_mix(x, sigma, kernel, limit, slope=0, scale=1, alpha=None):
     """slope x + scale relu_s(x) (relu: 0, 1; abs: -1, 2), or with `alpha` the
     SAU alpha x + (1 - alpha) relu_s(x), with closed-form gradients.
 
     d/dx = slope + scale F(x / sigma) (the smoothed step), d/dsigma = scale times
     `_relu_sigma_derivative`, d/dalpha = x - relu_s(x). The backward pass
-    recomputes them from the inputs, so it is itself differentiable: second and
-    mixed derivatives (scale phi(x/sigma) / sigma, ...) come out exact. At
+    recomputes them from the inputs (under `tf.function` the shared ops are
+    computed once), so it is itself differentiable: second and mixed
+    derivatives (scale phi(x/sigma) / sigma, ...) come out exact. At
     x = +-inf the value is `limit(x, slope)` and the gradients are the limits
     (F = 0 or 1; the sigma and alpha terms 0). Autodiff through the formula
     took 1.6-2.2x GELU's forward + backward time.
@@ -200,17 +217,24 @@ def _relu_mix(x, sigma, kernel, limit, slope=0, scale=1, alpha=None):
     @ops.custom_gradient
     def forward(x, sigma, *alpha):
         a, b = coefficients(alpha)
-        xs = _finite(x)
-        y = _at_infinity(x, _affine(a, xs, b, _relu_core(xs, sigma, kernel)), limit(x, a))
+        dydx, density = _relu_mix_parts(x, sigma, kernel, a, b)
+        if density is None:  # logistic
+            y = _at_infinity(x, _affine(a, _finite(x), b, _relu_core(_finite(x), sigma, kernel)), limit(x, a))
+        else:
+            # y = x dy/dx + b sigma phi: exact at +-inf (erfc and exp saturate) except
+            # 0 * -inf where dy/dx -> 0 there (relu; SAU with alpha = 0)
+            xd = (ops.maximum(x, -1e30) if not alpha and slope == 0 else x) * dydx
+            y = xd + _scaled(b, sigma * density)
+            if alpha:
+                y = _at_infinity(x, y, limit(x, a))
 
         def grad(*args, upstream=None):
             g = args[0] if upstream is None else upstream
             a, b = coefficients(alpha)
-            u = x / sigma
-            grads = (
-                g * _affine(a, 1.0, b, _kernel_cdf(u, kernel)),
-                _sum_to(g * _scaled(b, _relu_sigma_derivative(u, kernel)), sigma),
-            )
+            dydx, density = _relu_mix_parts(x, sigma, kernel, a, b)
+            if density is None:
+                density = _relu_sigma_derivative(x / sigma, kernel)
+            grads = (g * dydx, _sum_to(g * _scaled(b, density), sigma))
             if alpha:
                 xs = _finite(x)
                 dalpha = _at_infinity(x, xs - _relu_core(xs, sigma, kernel), ops.zeros_like(x))
