@@ -91,13 +91,15 @@ def vmf_mean_resultant_length(d, kappa):
     d = _check_dim(d)
     k = _checked_kappa(kappa)
     v = 0.5 * d - 1.0
-    ratio = tfp.math.bessel_iv_ratio(tf.constant(0.5 * d, tf.float64), k)
-    # small kappa: A = (kappa / 2) / (v + 1) * 0F1(; v + 2; z) / 0F1(; v + 1; z)
-    z = _series_argument(k)
-    series = (0.5 * k / (v + 1.0)) * (1.0 + _hyp0f1_tail(v + 2.0, z)) / (
-        1.0 + _hyp0f1_tail(v + 1.0, z)
-    )
-    return tf.where(_use_series(k), series, ratio)
+
+    def series():
+        # small kappa: A = (kappa / 2) / (v + 1) * 0F1(; v + 2; z) / 0F1(; v + 1; z)
+        z = _series_argument(k)
+        return (0.5 * k / (v + 1.0)) * (1.0 + _hyp0f1_tail(v + 2.0, z)) / (
+            1.0 + _hyp0f1_tail(v + 1.0, z)
+        )
+
+    return _by_size(k, series, lambda: tfp.math.bessel_iv_ratio(tf.constant(0.5 * d, tf.float64), k))
 
 
 _SERIES_TERMS = 40
@@ -105,6 +107,16 @@ _SERIES_TERMS = 40
 
 def _use_series(k):
     return tf.square(k) / 4.0 < 1.0
+
+
+def _by_size(k, series, direct):
+    """series() where kappa^2 / 4 < 1, else direct(). A scalar kappa (the
+    layers') runs only the branch it needs (tf.cond): the two branches are
+    hundreds of scalar ops, a quarter of a vMF-VAE training step when both
+    ran; a tensor of kappas gets both, selected element-wise."""
+    if k.shape.rank == 0:
+        return tf.cond(_use_series(k), series, direct)
+    return tf.where(_use_series(k), series(), direct())
 
 
 def _series_argument(k):
@@ -147,9 +159,11 @@ def _kl_to_uniform(d, k):
     @tf.custom_gradient
     def kl(k):
         a = vmf_mean_resultant_length(d, k)
-        direct = k * a + vmf_log_normalizer(d, k) + _log_sphere_area(d)
-        series = k * a - tf.math.log1p(_hyp0f1_tail(v + 1.0, _series_argument(k)))
-        value = tf.where(_use_series(k), series, direct)
+        value = _by_size(
+            k,
+            lambda: k * a - tf.math.log1p(_hyp0f1_tail(v + 1.0, _series_argument(k))),
+            lambda: k * a + vmf_log_normalizer(d, k) + _log_sphere_area(d),
+        )
 
         def grad(upstream):
             # dKL/dkappa = kappa A'(kappa), A' = 1 - A^2 - (d - 1) A / kappa: a

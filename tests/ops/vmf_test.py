@@ -275,3 +275,26 @@ def test_table_is_small():
     table = vmf._inverse_cdf_table(4096, 1e5)
     assert table.shape == (4097,) and table.nbytes < 40_000
     assert np.all(np.diff(table) >= 0)
+
+
+def test_a_tensor_of_kappas_matches_the_scalar_branches():
+    """A scalar kappa runs one branch (tf.cond), a tensor both (element-wise where):
+    the same values, and the same gradients, on both sides of the switch."""
+    ks = np.array([1e-2, 1.0, 1.99, 2.01, 10.0, 1e3])
+    for d in (3, 16):
+        kap = tf.constant(ks)
+        with tf.GradientTape() as tape:
+            tape.watch(kap)
+            kl = vmf_kl_to_uniform(d, kap)
+        grads = tape.gradient(kl, kap).numpy()
+        for i, k in enumerate(ks):
+            scalar = tf.constant(k, tf.float64)
+            with tf.GradientTape() as tape:
+                tape.watch(scalar)
+                kl_k = vmf_kl_to_uniform(d, scalar)
+            np.testing.assert_allclose(kl.numpy()[i], float(kl_k), rtol=1e-14)
+            np.testing.assert_allclose(grads[i], float(tape.gradient(kl_k, scalar)), rtol=1e-14)
+            np.testing.assert_allclose(
+                vmf_mean_resultant_length(d, kap).numpy()[i], float(vmf_mean_resultant_length(d, k)),
+                rtol=1e-14,
+            )
