@@ -9,6 +9,7 @@ and the KL go through `keras_space.ops.vmf`, which is TensorFlow-only
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -179,16 +180,31 @@ class VonMisesFisher(keras.layers.Layer):
         Divided by the largest |entry| first, so 1e30-sized and 1e-30-sized
         vectors (float64 inputs are normalised in float64) give their unit
         vector; exact zero vectors map to e_1; a NaN or inf entry makes the
-        row NaN (a non-finite input never becomes a valid direction).
+        row NaN (a non-finite input never becomes a valid direction). When
+        every row's squared norm is a normal finite number (the usual batch)
+        the rescaling is skipped: x / |x| in three passes instead of ten.
         """
         work = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
-        x = ops.cast(inputs, work)
+        x = tf.cast(inputs, work)
+        squared = tf.reduce_sum(tf.square(x), axis=-1, keepdims=True)
+        tiny = np.finfo(work).tiny / np.finfo(work).eps  # below: digits lost to underflow
+        plain = tf.logical_and(squared >= tiny, squared <= np.finfo(work).max)
+
+        def direct():
+            return x * tf.math.rsqrt(squared)
+
+        def mixed():  # per row, so a row's result never depends on the others
+            return tf.where(plain, direct(), self._rescaled_direction(x))
+
+        return tf.cast(tf.cond(tf.reduce_all(plain), direct, mixed), tf.float32)
+
+    def _rescaled_direction(self, x):
         scale = ops.max(ops.abs(x), axis=-1, keepdims=True, initial=0.0)  # empty batches too
         zero = ops.equal(scale, 0.0)  # False for NaN: NaN propagates
         x = x / ops.where(zero, ops.ones_like(scale), scale)
         x = x / ops.where(zero, ops.ones_like(scale), ops.norm(x, axis=-1, keepdims=True))
-        basis = ops.one_hot(0, self.dim, dtype=work)
-        return ops.cast(ops.where(zero, ops.broadcast_to(basis, ops.shape(x)), x), "float32")
+        basis = ops.one_hot(0, self.dim, dtype=x.dtype)
+        return ops.where(zero, ops.broadcast_to(basis, ops.shape(x)), x)
 
     def sample(self, mu):
         """A vMF sample around unit vectors `mu` (float32).
