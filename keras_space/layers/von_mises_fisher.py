@@ -30,7 +30,8 @@ class VonMisesFisher(keras.layers.Layer):
     NaN) is the mean direction mu. In training
     the layer outputs z ~ vMF(mu, kappa) on S^{d-1}, reparameterised through
     mu: z = w mu + sqrt(1 - w^2) nu, where w does not depend on mu and nu is a
-    uniform unit vector orthogonal to mu, so gradients reach mu through z. In
+    uniform unit vector orthogonal to mu (at d = 3, one uniform angle in an
+    orthonormal basis around mu), so gradients reach mu through z. In
     inference it outputs mu (or a sample, with `sample_in_inference=True`).
 
     With the uniform prior on the sphere, KL(q || p) depends only on (d,
@@ -50,7 +51,7 @@ class VonMisesFisher(keras.layers.Layer):
     - "wood" (default with `learn_kappa=True`): Wood's (1994) rejection
       sampler, vectorised inside a `tf.while_loop`.
 
-    Both are correct for kappa from 1e-3 to 1e5 and d up to 4096 (tested
+    All are correct for kappa from 1e-3 to 1e5 and d up to 4096 (tested
     against A_d(kappa) and the exact CDF).
 
     `learn_kappa=True` learns log kappa. Its gradient through the samples is
@@ -210,8 +211,9 @@ class VonMisesFisher(keras.layers.Layer):
         """A vMF sample around unit vectors `mu` (float32).
 
         w and 1 - w are drawn in float64 (one scalar per sample; 1 - w is
-        ~1/kappa small for large kappa), the sphere part runs in float32
-        (float64 for d <= 4).
+        ~1/kappa small for large kappa), the sphere part in float32 (d = 3:
+        one uniform angle in an orthonormal basis around mu; d = 2 and 4:
+        float64).
         """
         seed = tf.cast(self.seed_generator.next(), tf.int32)
         s_w, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -226,7 +228,11 @@ class VonMisesFisher(keras.layers.Layer):
             table=self.inverse_cdf if sampler == "table" else None,
             reparameterize_kappa=self.learn_kappa,
         )
-        # d <= 4: noise nearly along mu is likely enough (P(angle < s) ~ s^(d-1)) that
+        if self.dim == 3:  # one uniform angle around mu, exact in float32
+            angle = tf.random.stateless_uniform(shape, s_noise, maxval=2.0 * math.pi)
+            w, one_minus_w = tf.cast(w, tf.float32), tf.cast(one_minus_w, tf.float32)
+            return vmf._sample_on_sphere_3d(tf.cast(mu, tf.float32), w, one_minus_w, angle)
+        # d = 2, 4: noise nearly along mu is likely enough (P(angle < s) ~ s^(d-1)) that
         # float32 would leave |z| - 1 ~ 1e-5 in big batches; float64 is free there.
         work = tf.float64 if self.dim <= 4 else tf.float32
         if self.dim <= 4:  # and mu unit to float64 precision, or the projection is off as much

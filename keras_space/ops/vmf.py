@@ -414,11 +414,47 @@ def _sample_on_sphere(mu, w, one_minus_w, noise):
     row reductions and one pass to build z (the noise is the floor: drawing
     it costs about as much as the rest). That difference loses digits only
     when the noise is nearly along mu, P(angle < s) ~ s^(d-1): callers use
-    float64 for d <= 4 (the layer does), and for d >= 5 at 1e9 samples the
-    smallest angle is ~1e-2, a relative error ~1e-3 float32 eps.
+    float64 for d = 2 and 4 (the layer does), and for d >= 5 at 1e9 samples the
+    smallest angle is ~1e-2, a relative error ~1e-3 float32 eps. d = 3 has
+    its own route, `_sample_on_sphere_3d`, exact in float32.
     """
     dot = tf.expand_dims(tf.einsum("...d,...d->...", noise, mu), -1)
     orth_sq = tf.expand_dims(tf.einsum("...d,...d->...", noise, noise), -1) - tf.square(dot)
-    root = tf.sqrt(tf.maximum(one_minus_w * (2.0 - one_minus_w), 0.0))
-    b = tf.expand_dims(root, -1) * tf.math.rsqrt(tf.maximum(orth_sq, 1e-30))
+    b = tf.expand_dims(_sine(one_minus_w), -1) * tf.math.rsqrt(tf.maximum(orth_sq, 1e-30))
     return (tf.expand_dims(w, -1) - b * dot) * mu + b * noise
+
+
+def _sine(one_minus_w):
+    """sqrt(1 - w^2) from 1 - w, without the cancellation of 1 - w^2."""
+    return tf.sqrt(tf.maximum(one_minus_w * (2.0 - one_minus_w), 0.0))
+
+
+def _sample_on_sphere_3d(mu, w, one_minus_w, angle):
+    """d = 3: z = w mu + sqrt(1 - w^2) (cos(angle) b1 + sin(angle) b2).
+
+    mu: unit vectors (..., 3); w, one_minus_w, angle: (...), the angle
+    uniform on [0, 2 pi). (b1, b2, mu) is the orthonormal basis of Duff et
+    al., "Building an orthonormal basis, revisited" (JCGT 2017): with
+    s = sign(mu_z) and a = -1 / (s + mu_z), b1 = (1 + s a mu_x^2, s a mu_x mu_y,
+    -s mu_x), b2 = (a mu_x mu_y, s + a mu_y^2, -mu_y). |s + mu_z| >= 1, so
+    nothing cancels: |z| - 1 and <z, mu> - w stay at rounding level in
+    float32, where projecting normal noise off mu (`_sample_on_sphere`) needs
+    float64 at d = 3. No noise vector either: one uniform angle per sample.
+    Differentiable in mu; the basis turns over where mu_z changes sign, which
+    moves the sample of a fixed angle but not its distribution (uniform
+    around mu), so pathwise gradients stay unbiased.
+    """
+    x, y, z = tf.unstack(mu, axis=-1)
+    s = tf.where(z >= 0.0, tf.ones_like(z), -tf.ones_like(z))
+    a = -1.0 / (s + z)
+    xya = x * y * a
+    r = _sine(one_minus_w)
+    c, t = r * tf.cos(angle), r * tf.sin(angle)
+    return tf.stack(
+        [
+            w * x + c * (1.0 + s * a * x * x) + t * xya,
+            w * y + c * (s * xya) + t * (s + a * y * y),
+            w * z - c * (s * x) - t * y,
+        ],
+        axis=-1,
+    )

@@ -238,18 +238,24 @@ def test_sampler_gradients_finite_over_the_grid(d):
         assert np.all(np.isfinite(vmf._dw_dkappa(w, d, k).numpy()))
 
 
-def test_gradient_wrt_mu_matches_finite_differences_of_a_fixed_noise_sample():
+@pytest.mark.parametrize("d", [6, 3])
+def test_gradient_wrt_mu_matches_finite_differences_of_a_fixed_noise_sample(d):
+    """d = 6 projects normal noise off mu; d = 3 turns one angle in the basis
+    around mu (rows on both sides of mu_z = 0, where that basis flips)."""
     rng = np.random.default_rng(0)
-    d = 6
-    x = tf.constant(rng.normal(size=(3, d)))
-    noise = tf.constant(rng.normal(size=(3, d)))
-    w = tf.constant([0.3, -0.5, 0.9], tf.float64)
-    c = tf.constant(rng.normal(size=(3, d)))
+    x = tf.constant(rng.normal(size=(4, d)) * [[1.0], [1.0], [1.0], [-1.0]])
+    if d == 3:
+        angle = tf.constant(rng.uniform(0, 2 * np.pi, size=4))
+        sample = lambda mu, w: vmf._sample_on_sphere_3d(mu, w, 1.0 - w, angle)  # noqa: E731
+    else:
+        noise = tf.constant(rng.normal(size=(4, d)))
+        sample = lambda mu, w: vmf._sample_on_sphere(mu, w, 1.0 - w, noise)  # noqa: E731
+    w = tf.constant([0.3, -0.5, 0.9, 0.99], tf.float64)
+    c = tf.constant(rng.normal(size=(4, d)))
 
     def f(x_):
         mu = x_ / tf.norm(x_, axis=-1, keepdims=True)
-        z = vmf._sample_on_sphere(mu, w, 1.0 - w, noise)
-        return tf.reduce_sum(c * z)
+        return tf.reduce_sum(c * sample(mu, w))
 
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -266,9 +272,45 @@ def test_gradient_wrt_mu_matches_finite_differences_of_a_fixed_noise_sample():
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
     # the sample is on the sphere, at cosine w from mu
     mu = base / np.linalg.norm(base, axis=1, keepdims=True)
-    z = vmf._sample_on_sphere(tf.constant(mu), w, 1.0 - w, noise).numpy()
+    z = sample(tf.constant(mu), w).numpy()
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-12)
     np.testing.assert_allclose(np.sum(z * mu, axis=1), w.numpy(), rtol=1e-12)
+
+
+def test_d3_angle_route_is_exact_in_float32_and_uniform_around_mu():
+    """Poles, equator and random directions: |z| - 1 and <z, mu> - w at float32
+    rounding, and the angle turns z rigidly around mu (read in a basis numpy
+    builds by Gram-Schmidt). The layer's d = 3 samples: the angle around mu
+    uniform and w = <z, mu> following the exact CDF (KS both)."""
+    from keras_space.layers import VonMisesFisher
+
+    rng = np.random.default_rng(1)
+    dirs = [[0, 0, 1], [0, 0, -1], [1, 0, 0], [0, -1, 0], [0.6, 0, -0.8], *rng.normal(size=(3, 3))]
+    n, k = 4000, 4.0
+    layer = VonMisesFisher(kappa=k, seed=0)
+    for m in dirs:
+        m = np.asarray(m, "float64") / np.linalg.norm(m)
+        e1 = np.array([0.3, 0.5, 0.7]) - (np.array([0.3, 0.5, 0.7]) @ m) * m
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(m, e1)
+        mu = np.repeat(m[None].astype("float32"), n, axis=0)
+        one_minus_w = rng.uniform(1e-6, 2.0, size=n).astype("float32")
+        angle = rng.uniform(0, 2 * np.pi, size=n).astype("float32")
+        z = vmf._sample_on_sphere_3d(tf.constant(mu), tf.constant(1 - one_minus_w),
+                                     tf.constant(one_minus_w), tf.constant(angle)).numpy()
+        z = z.astype("float64")
+        assert np.abs(np.linalg.norm(z, axis=1) - 1).max() < 1e-6
+        assert np.abs(z @ m - (1.0 - one_minus_w.astype("float64"))).max() < 1e-6
+        around = np.arctan2(z @ e2, z @ e1)
+        turn = [np.angle(np.exp(1j * (around - sign * angle))) for sign in (1, -1)]
+        big = one_minus_w > 1e-3  # the angle is well defined away from mu
+        assert min(np.ptp(t[big]) for t in turn) < 1e-3  # a fixed rotation (or reflection)
+
+        z = layer(mu, training=True).numpy().astype("float64")
+        around = np.mod(np.arctan2(z @ e2, z @ e1), 2 * np.pi)
+        assert stats.kstest(around, stats.uniform(0, 2 * np.pi).cdf).pvalue > 1e-3
+        cdf = lambda w: (np.exp(k * (w - 1)) - np.exp(-2 * k)) / (1 - np.exp(-2 * k))  # noqa: E731
+        assert stats.kstest(np.clip(z @ m, -1, 1), cdf).pvalue > 1e-3
 
 
 def test_table_is_small():
