@@ -19,7 +19,9 @@ Methods, all on the same examples, one seed = one draw of the training set:
     sentence-BERT features [u, v, |u-v|, u*v] of the two sentences);
   - P-tuning: `p_tuning_model` with its defaults (16 virtual tokens, prefix,
     a Dense head on the mean-pooled states), each prompt encoder, backbone
-    frozen; AdamW 3e-3, 20 epochs of batch 16;
+    frozen; AdamW 3e-3, 20 epochs of batch 16; for pairs also each sentence
+    prompted alone with a Dense head on [u, v, |u-v|, u*v] (the match of the
+    second probe);
   - full fine-tuning: MiniLM + mean pooling + Dense, every weight trainable;
     AdamW 5e-5, 10 epochs.
 `set_deterministic` is called before TensorFlow starts and every run reseeds
@@ -134,6 +136,23 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
         model = p_tuning_model(backbone, num_classes=num_classes, encoder=encoder_name, seed=seed)
         return fit_and_score(model, x, y, x_test, y_test, 3e-3, epochs)
 
+    def siamese_p_tuning():
+        # each sentence prompted alone through the same prompted encoder, the
+        # sentence-BERT head on [u, v, |u-v|, u*v]: P-tuning's match for the
+        # [u, v, |u-v|, u*v] probe
+        backbone = keras_hub.models.BertBackbone.from_preset(path)
+        prompted = p_tuning_model(backbone, num_classes=1, seed=seed)
+        encode = keras.Model(prompted.input, prompted.get_layer("mean_pooling").output)
+        sides = [{k: keras.Input((None,), dtype="int32", name=f"{s}_{k}") for k in x} for s in "ab"]
+        u, v = (encode(side) for side in sides)
+        features = keras.layers.Concatenate()([u, v, keras.ops.abs(u - v), u * v])
+        model = keras.Model(sides, keras.layers.Dense(num_classes)(features))
+
+        def split(t):
+            return [{k: np.asarray(w) for k, w in pre(list(side)).items()} for side in t]
+
+        return fit_and_score(model, split(texts), y, split(test_texts), y_test, 3e-3, epochs)
+
     def full_fine_tuning():
         model = encoder()
         model = keras.Model(model.input, keras.layers.Dense(num_classes)(model.output))
@@ -144,6 +163,8 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
         out["linear probe ([u, v, |u-v|, u*v])"] = sbert_probe
     for name in ENCODERS:
         out[f"P-tuning, {name} encoder"] = lambda name=name: p_tuning(name)
+    if pairs:
+        out["P-tuning, mlp, each sentence alone"] = siamese_p_tuning
     out["full fine-tuning"] = full_fine_tuning
     return out
 
