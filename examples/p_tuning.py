@@ -92,6 +92,11 @@ def read(path):
     return [t for _, t in rows], np.array([int(y) for y, _ in rows])
 
 
+def pair_features(u, v):
+    """Sentence-BERT's pair features [u, v, |u-v|, u*v] (arrays or symbolic tensors)."""
+    return keras.ops.concatenate([u, v, keras.ops.abs(u - v), u * v], axis=-1)
+
+
 def fit_and_score(model, x_train, y_train, x_test, y_test, lr, epochs):
     model.compile(
         keras.optimizers.AdamW(lr),
@@ -127,7 +132,7 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
 
         def features(a, b):
             u, v = encode_texts(model, pre, a), encode_texts(model, pre, b)
-            return np.concatenate([u, v, np.abs(u - v), u * v], axis=1)
+            return np.asarray(pair_features(u, v))
 
         return probe(features(*texts), features(*test_texts))
 
@@ -145,8 +150,7 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
         encode = keras.Model(prompted.input, prompted.get_layer("mean_pooling").output)
         sides = [{k: keras.Input((None,), dtype="int32", name=f"{s}_{k}") for k in x} for s in "ab"]
         u, v = (encode(side) for side in sides)
-        features = keras.layers.Concatenate()([u, v, keras.ops.abs(u - v), u * v])
-        model = keras.Model(sides, keras.layers.Dense(num_classes)(features))
+        model = keras.Model(sides, keras.layers.Dense(num_classes)(pair_features(u, v)))
 
         def split(t):
             return [{k: np.asarray(w) for k, w in pre(list(side)).items()} for side in t]

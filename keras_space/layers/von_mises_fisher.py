@@ -228,18 +228,20 @@ class VonMisesFisher(keras.layers.Layer):
             table=self.inverse_cdf if sampler == "table" else None,
             reparameterize_kappa=self.learn_kappa,
         )
-        if self.dim == 3:  # one uniform angle around mu, exact in float32
-            angle = tf.random.stateless_uniform(shape, s_noise, maxval=2.0 * math.pi)
-            w, one_minus_w = tf.cast(w, tf.float32), tf.cast(one_minus_w, tf.float32)
-            return vmf._sample_on_sphere_3d(tf.cast(mu, tf.float32), w, one_minus_w, angle)
         # d = 2, 4: noise nearly along mu is likely enough (P(angle < s) ~ s^(d-1)) that
         # float32 would leave |z| - 1 ~ 1e-5 in big batches; float64 is free there.
-        work = tf.float64 if self.dim <= 4 else tf.float32
-        if self.dim <= 4:  # and mu unit to float64 precision, or the projection is off as much
-            mu = tf.cast(mu, work)
+        # d = 3 turns one uniform angle around mu instead, exact in float32.
+        work = tf.float64 if self.dim in (2, 4) else tf.float32
+        mu = tf.cast(mu, work)
+        if work == tf.float64:  # and mu unit to float64 precision, or the projection is off as much
             mu = mu / tf.norm(mu, axis=-1, keepdims=True)
-        noise = tf.random.stateless_normal(tf.shape(mu), s_noise, dtype=work)
-        z = vmf._sample_on_sphere(mu, tf.cast(w, work), tf.cast(one_minus_w, work), noise)
+        w, one_minus_w = tf.cast(w, work), tf.cast(one_minus_w, work)
+        if self.dim == 3:
+            angle = tf.random.stateless_uniform(shape, s_noise, maxval=2.0 * math.pi)
+            z = vmf._sample_on_sphere_3d(mu, w, one_minus_w, angle)
+        else:
+            noise = tf.random.stateless_normal(tf.shape(mu), s_noise, dtype=work)
+            z = vmf._sample_on_sphere(mu, w, one_minus_w, noise)
         return tf.cast(z, tf.float32)
 
     def call(self, inputs, training=None):

@@ -289,9 +289,10 @@ def test_d3_angle_route_is_exact_in_float32_and_uniform_around_mu():
     n, k = 4000, 4.0
     layer = VonMisesFisher(kappa=k, seed=0)
     cdf = exact_cdf(3, k)
+    reference = np.array([0.3, 0.5, 0.7])  # off every direction in dirs
     for m in dirs:
         m = np.asarray(m, "float64") / np.linalg.norm(m)
-        e1 = np.array([0.3, 0.5, 0.7]) - (np.array([0.3, 0.5, 0.7]) @ m) * m
+        e1 = reference - (reference @ m) * m
         e1 /= np.linalg.norm(e1)
         e2 = np.cross(m, e1)
         mu = np.repeat(m[None].astype("float32"), n, axis=0)
