@@ -16,12 +16,17 @@ Tasks (built from ../shared/data, nothing downloaded):
 Methods, all on the same examples, one seed = one draw of the training set:
   - linear probe: scikit-learn logistic regression on the frozen mean-pooled
     embeddings of the input (for SICK, of the pair as one input; also the
-    sentence-BERT features [u, v, |u-v|, u*v] of the two sentences);
+    sentence-BERT features [u, v, |u-v|, u*v] of the two sentences, and
+    [cos(a, b), cos("not" a, b)]);
   - P-tuning: `p_tuning_model` with its defaults (16 virtual tokens, prefix,
     a Dense head on the mean-pooled states), each prompt encoder, backbone
     frozen; AdamW 3e-3, 20 epochs of batch 16; for pairs also each sentence
     prompted alone with a Dense head on [u, v, |u-v|, u*v] (the match of the
-    second probe);
+    second probe), and the similarity verbalizer: the encoder's own head,
+    cosine similarity, read as [cos(a, b), cos(P a, b)] with P one virtual
+    token started at "not" (template [CLS] [P] a [SEP]), the Dense head
+    started at the logistic regression on the anchor's features (the third
+    probe, the hand-written "not" without training);
   - full fine-tuning: MiniLM + mean pooling + Dense, every weight trainable;
     AdamW 5e-5, 10 epochs.
 `set_deterministic` is called before TensorFlow starts and every run reseeds
@@ -42,7 +47,12 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from keras_space.datasets import load_sick, load_sts  # noqa: E402
 from keras_space.datasets.sick import JUDGMENTS  # noqa: E402
-from keras_space.models import encode_texts, p_tuning_model, sentence_encoder  # noqa: E402
+from keras_space.models import (  # noqa: E402
+    apply_prompt_template,
+    encode_texts,
+    p_tuning_model,
+    sentence_encoder,
+)
 from keras_space.utils import minilm_path, set_deterministic  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
@@ -117,9 +127,11 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
     def encoder():
         return sentence_encoder(keras_hub.models.BertBackbone.from_preset(path), pooling="mean")
 
+    def fit_probe(features_train):
+        return LogisticRegression(C=10.0, max_iter=5000).fit(features_train, y)
+
     def probe(features_train, features_test):
-        clf = LogisticRegression(C=10.0, max_iter=5000).fit(features_train, y)
-        return float(clf.score(features_test, y_test))
+        return float(fit_probe(features_train).score(features_test, y_test))
 
     def linear_probe():
         model = encoder()
@@ -157,6 +169,43 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
 
         return fit_and_score(model, split(texts), y, split(test_texts), y_test, 3e-3, epochs)
 
+    def similarity_features():
+        # the sentence encoder's own head, cosine similarity, as the verbalizer:
+        # [cos(a, b), cos(prompt + a, b)], one virtual token anchored at "not" in
+        # the template [CLS] [P] a [SEP] (a contradiction is close to "not" + premise)
+        backbone = keras_hub.models.BertBackbone.from_preset(path)
+        plain = sentence_encoder(backbone, pooling="mean")
+        slot, anchor = (pre.tokenizer.token_to_id(t) for t in ("[unused1]", "not"))
+        prompted = p_tuning_model(backbone, num_classes=1, num_virtual_tokens=1, placeholder_ids=[slot],
+                                  anchor_token_ids=[anchor], seed=seed)
+        encode = keras.Model(prompted.input, prompted.get_layer("mean_pooling").output)
+        tokens = {k: keras.Input((None,), dtype="int32", name=k) for k in x}
+        unit_b, cos_ab = keras.Input((encode.output.shape[-1],)), keras.Input((1,))
+        cos = keras.ops.sum(keras.ops.normalize(encode(tokens)) * unit_b, axis=-1, keepdims=True)
+        model = keras.Model([tokens, unit_b, cos_ab], keras.ops.concatenate([cos_ab, cos], axis=-1))
+
+        def data(a, b):
+            u, v = (np.asarray(keras.ops.normalize(encode_texts(plain, pre, list(t)))) for t in (a, b))
+            template = apply_prompt_template({k: np.asarray(w) for k, w in pre(list(a)).items()},
+                                             [slot, "text"], [slot])
+            return [template, v, np.sum(u * v, axis=1, keepdims=True)]
+
+        return model, data(*texts), data(*test_texts)
+
+    def similarity_probe():
+        model, train, test = similarity_features()
+        return probe(*(model.predict(d, batch_size=64, verbose=0) for d in (train, test)))
+
+    def similarity_p_tuning():
+        # linear probing, then tuning: the head starts at the probe's solution on
+        # the anchor's features, then the prompt and the head train
+        features, train, test = similarity_features()
+        clf = fit_probe(features.predict(train, batch_size=64, verbose=0))
+        head = keras.layers.Dense(num_classes)
+        model = keras.Model(features.input, head(features.output))
+        head.set_weights([clf.coef_.T.astype("float32"), clf.intercept_.astype("float32")])
+        return fit_and_score(model, train, y, test, y_test, 3e-3, epochs)
+
     def full_fine_tuning():
         model = encoder()
         model = keras.Model(model.input, keras.layers.Dense(num_classes)(model.output))
@@ -169,6 +218,8 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
         out[f"P-tuning, {name} encoder"] = lambda name=name: p_tuning(name)
     if pairs:
         out["P-tuning, mlp, each sentence alone"] = siamese_p_tuning
+        out["linear probe (cos(a, b), cos('not' a, b))"] = similarity_probe
+        out["P-tuning, similarity verbalizer"] = similarity_p_tuning
     out["full fine-tuning"] = full_fine_tuning
     return out
 
