@@ -1,4 +1,12 @@
-"""Save a wrapper optimizer's own variables only (private).
+"""What the wrapper optimizers share (private): lean saving, and their EMA.
+
+`moving_averages(optimizer, variables)` finds the EMA of `variables` inside a
+nesting of wrappers. `keras.callbacks.SwapEMAWeights` looks one
+`inner_optimizer` deep and reads `_trainable_variables` and
+`_model_variables_moving_average` there: the wrappers answer the second from
+the optimizers that really hold the averages.
+
+Save a wrapper optimizer's own variables only:
 
 Keras's `Optimizer.save_own_variables` writes `self.variables`; a wrapper whose
 `variables` also lists its inner optimizers' (as `GradientAccumulator` and
@@ -29,3 +37,21 @@ class OwnVariablesOnly:
             return
         for i, variable in enumerate(self._variables):
             variable.assign(store[str(i)])
+
+
+def moving_averages(optimizer, variables):
+    """The EMA variables of `variables`, in that order, held inside `optimizer`.
+
+    Raises AttributeError when no optimizer inside keeps an EMA (so `hasattr`
+    reads False, as on a plain optimizer without `use_ema`).
+    """
+    while hasattr(optimizer, "inner_optimizer"):  # GradientAccumulator, LossScaleOptimizer
+        optimizer = optimizer.inner_optimizer
+    table = {
+        id(v): a
+        for v, a in zip(
+            optimizer._trainable_variables, optimizer._model_variables_moving_average,
+            strict=True,
+        )
+    }
+    return [table[id(v)] for v in variables]

@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
-from keras_space.optimizers._lean_state import OwnVariablesOnly
+from keras_space.optimizers._lean_state import OwnVariablesOnly, moving_averages
 from keras_space.utils import validation
 
 _BASE_DEFAULTS = {
@@ -137,10 +137,24 @@ class GradientAccumulator(OwnVariablesOnly, keras.optimizers.Optimizer):
             self._accumulators.append(accumulator)
         self.inner_optimizer.build(var_list)
         super().build(var_list)
+        inner = self.inner_optimizer
+        if isinstance(inner, keras.optimizers.LossScaleOptimizer):
+            # SwapEMAWeights stops at this LossScaleOptimizer: give it the averages
+            # (untracked: they are saved with the optimizer that owns them).
+            try:
+                averages = moving_averages(inner.inner_optimizer, var_list)
+            except AttributeError:
+                return
+            object.__setattr__(inner, "_model_variables_moving_average", averages)
 
     @property
     def variables(self):
         return self._variables + self.inner_optimizer.variables
+
+    @property
+    def _model_variables_moving_average(self):
+        # for keras.callbacks.SwapEMAWeights (see _lean_state)
+        return moving_averages(self.inner_optimizer, self._trainable_variables)
 
     @property
     def accumulators(self):

@@ -59,11 +59,15 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
         self.name = name
 
     def multiplier(self, step):
-        """The multiplier at `step` (a float32 tensor)."""
+        """The multiplier at `step`, a float64 tensor.
+
+        Float64 holds every step up to 2**53 exactly (float32 stops at 2**24);
+        a negative step reads as step 0.
+        """
         steps = list(self.points)
         values = list(self.points.values())
-        step = ops.cast(step, "float32")
-        out = ops.convert_to_tensor(values[-1], "float32")  # constant after the last point
+        step = ops.maximum(ops.cast(step, "float64"), 0.0)
+        out = ops.convert_to_tensor(values[-1], "float64")  # constant after the last point
         for i in range(len(steps) - 1, 0, -1):  # innermost: the first segment
             s0, s1, v0, v1 = steps[i - 1], steps[i], values[i - 1], values[i]
             t = (step - s0) / float(s1 - s0)
@@ -71,7 +75,8 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
         return out
 
     def __call__(self, step):
-        return self.learning_rate * self.multiplier(step)
+        """The rate at `step` in `keras.config.floatx()` (computed in float64)."""
+        return ops.cast(self.learning_rate * self.multiplier(step), keras.config.floatx())
 
     def get_config(self):
         # JSON object keys are strings: steps are written as strings, read back as ints.

@@ -3,9 +3,10 @@
 import keras
 import numpy as np
 import pytest
-from conftest import load_minilm
 
 from keras_space.growth import narrow_outputs, widen, widen_inputs
+
+from conftest import load_minilm
 
 RNG = np.random.default_rng(0)
 

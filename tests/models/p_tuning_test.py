@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import load_minilm
 from keras_space.models import apply_prompt_template, freeze_prompts, p_tuning_model
+
+from conftest import load_minilm
 
 TEXTS = ["a great film", "the plot was dull and far too long", "ok", "I loved every minute"]
 LABELS = np.array([1, 0, 1, 1])

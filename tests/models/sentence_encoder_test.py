@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import load_minilm
 from keras_space.models import encode_texts, sentence_encoder
+
+from conftest import load_minilm
 
 SENTENCES = [
     "A man is playing a guitar.",

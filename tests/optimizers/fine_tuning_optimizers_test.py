@@ -174,7 +174,7 @@ def test_swap_ema_weights_evaluates_on_the_average_through_the_wrappers():
     raw = {v.path: v.numpy().copy() for v in model.trainable_variables}
     averages = {
         v.path: a.numpy().copy()
-        for copy in model.optimizer.inner_optimizer.optimizers
+        for copy in model.optimizer.inner_optimizer.group_optimizers.values()
         for v, a in zip(copy._trainable_variables, copy._model_variables_moving_average,
                         strict=True)
     }
@@ -276,3 +276,87 @@ def test_accumulator_keras_file_is_the_inner_file_plus_one_float32_copy(tmp_path
     for a, b in zip(revived.trainable_variables, model.trainable_variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert int(revived.optimizer.iterations) == int(model.optimizer.iterations) == 2
+
+
+def test_float64_rates_stay_float64_through_the_wrapper():
+    """One SGD step of a float64 model equals per-group float64 SGD exactly (the rate
+    was rounded to float32 on its way through the wrapper: 1.1e-10 off)."""
+    keras.config.set_floatx("float64")
+    try:
+        rng = np.random.default_rng(4)
+        x, y = rng.normal(size=(16, 4)), rng.normal(size=(16, 1))
+        for rate in (0.05, warmup_linear_decay(0.05, 0, 10)):
+            ours, reference = _model(), _model()
+            ours.compile(LayerwiseLearningRate(keras.optimizers.SGD(rate), GROUPS), "mse")
+            grads = _grads(reference, x, y)
+            ours.fit(x, y, batch_size=16, verbose=0, shuffle=False)
+            for g, v, w in zip(grads, reference.trainable_variables, ours.trainable_variables,
+                               strict=True):
+                factor = {"low": 0.25, "mid": 0.5}.get(v.path.split("/")[0], 1.0)
+                np.testing.assert_array_equal(w.numpy(), v.numpy() - 0.05 * factor * g.numpy())
+    finally:
+        keras.config.set_floatx("float32")
+
+
+def test_learning_rate_is_settable_through_the_wrappers_and_callbacks():
+    """ReduceLROnPlateau / LearningRateScheduler set the base rate; each group runs at
+    its factor times it (bert4keras users lower the rate on plateau)."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(16, 4)), rng.normal(size=(16, 1))
+    for wrap in (lambda o: o, lambda o: GradientAccumulator(o, 2)):
+        model = _model()
+        optimizer = wrap(LayerwiseLearningRate(keras.optimizers.SGD(0.04), GROUPS))
+        model.compile(optimizer, "mse")
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[
+            keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.04 / (epoch + 1))])
+        assert float(optimizer.learning_rate) == pytest.approx(0.02)
+        llr = getattr(optimizer, "inner_optimizer", optimizer)
+        rates = {f: float(c.learning_rate) for f, c in llr.group_optimizers.items()}
+        assert rates == pytest.approx({0.25: 0.005, 0.5: 0.01, 1.0: 0.02})
+        plateau = keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=1e9)
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[plateau])  # lowered after epoch 2
+        assert float(optimizer.learning_rate) == pytest.approx(0.01)
+        assert float(llr.group_optimizers[0.25].learning_rate) == pytest.approx(0.0025)
+    scheduled = LayerwiseLearningRate(keras.optimizers.SGD(warmup_linear_decay(1.0, 1, 9)), {})
+    with pytest.raises(TypeError, match="LearningRateSchedule"):
+        scheduled.learning_rate = 0.1
+
+
+def test_pattern_that_matches_nothing_is_warned_about():
+    model = _model()
+    model.compile(LayerwiseLearningRate(keras.optimizers.SGD(0.1), {".*/bdy/.*": 0.1}), "mse")
+    with pytest.warns(UserWarning, match=r"\['\.\*/bdy/\.\*'\] match no variable"):
+        model.optimizer.build(model.trainable_variables)
+
+
+@pytest.mark.parametrize("inner", [
+    lambda: GradientAccumulator(keras.optimizers.SGD(), 2),
+    lambda: LayerwiseLearningRate(keras.optimizers.SGD(), {}),
+])
+def test_wrappers_inside_the_layerwise_optimizer_are_refused_with_the_right_nesting(inner):
+    with pytest.raises(ValueError, match=r"GradientAccumulator\(LossScaleOptimizer\("
+                                         r"LayerwiseLearningRate\(opt"):
+        LayerwiseLearningRate(inner(), {})
+
+
+def test_layerwise_decay_refuses_what_is_not_a_backbone():
+    with pytest.raises(ValueError, match="backbone='bert'"):
+        layerwise_decay("bert", 0.9)
+
+
+def test_assignment_of_another_model_is_refused():
+    optimizer = LayerwiseLearningRate(keras.optimizers.SGD(), {}, assignment=[1.0, 0.5])
+    with pytest.raises(ValueError, match="another model"):
+        optimizer.build(_model().trainable_variables)
+
+
+def test_piecewise_linear_beyond_float32_steps_and_below_zero():
+    """Steps past 2**24 (where float32 stops counting) are exact; negative steps read 0."""
+    schedule = PiecewiseLinear(1.0, {2**30: 1.0})
+    keras.config.set_floatx("float64")
+    try:
+        for step in (2**24 + 1, 2**25 + 3, 2**30 - 1):
+            assert float(schedule(np.int64(step))) == step / 2**30  # exact in float64
+    finally:
+        keras.config.set_floatx("float32")
+    assert float(schedule(-5)) == float(schedule(0)) == 0.0
