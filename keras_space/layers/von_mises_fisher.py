@@ -184,6 +184,10 @@ class VonMisesFisher(keras.layers.Layer):
         row NaN (a non-finite input never becomes a valid direction). When
         every row's squared norm is a normal finite number (the usual batch)
         the rescaling is skipped: x / |x| in three passes instead of ten.
+
+        Gradients are finite for every finite row: zero at an exact zero row
+        (its direction e_1 is a constant), (I - u u^T) / |x| elsewhere, however
+        small |x| is; neither route's unselected value leaks a NaN into them.
         """
         work = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
         x = tf.cast(inputs, work)
@@ -191,8 +195,8 @@ class VonMisesFisher(keras.layers.Layer):
         tiny = np.finfo(work).tiny / np.finfo(work).eps  # below: digits lost to underflow
         plain = tf.logical_and(squared >= tiny, squared <= np.finfo(work).max)
 
-        def direct():
-            return x * tf.math.rsqrt(squared)
+        def direct():  # rows that are not plain divide by 1 here: finite gradients
+            return x * tf.math.rsqrt(tf.where(plain, squared, tf.ones_like(squared)))
 
         def mixed():  # per row, so a row's result never depends on the others
             return tf.where(plain, direct(), self._rescaled_direction(x))
@@ -202,10 +206,10 @@ class VonMisesFisher(keras.layers.Layer):
     def _rescaled_direction(self, x):
         scale = ops.max(ops.abs(x), axis=-1, keepdims=True, initial=0.0)  # empty batches too
         zero = ops.equal(scale, 0.0)  # False for NaN: NaN propagates
-        x = x / ops.where(zero, ops.ones_like(scale), scale)
-        x = x / ops.where(zero, ops.ones_like(scale), ops.norm(x, axis=-1, keepdims=True))
-        basis = ops.one_hot(0, self.dim, dtype=x.dtype)
-        return ops.where(zero, ops.broadcast_to(basis, ops.shape(x)), x)
+        basis = ops.broadcast_to(ops.one_hot(0, self.dim, dtype=x.dtype), ops.shape(x))
+        # zero rows take e_1 before the norm: its gradient at 0 would be NaN
+        x = ops.where(zero, basis, x / ops.where(zero, ops.ones_like(scale), scale))
+        return x / ops.norm(x, axis=-1, keepdims=True)
 
     def sample(self, mu):
         """A vMF sample around unit vectors `mu` (float32).

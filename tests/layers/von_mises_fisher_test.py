@@ -160,6 +160,47 @@ def test_mean_direction_of_extreme_and_non_finite_inputs():
     assert np.all(np.isnan(sampled[:2])) and np.isclose(np.linalg.norm(sampled[2]), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_mean_direction_gradient_at_zero_tiny_and_huge_rows(dtype):
+    """d(x/|x|)/dx = (I - u u^T)/|x| (numpy, float64) for every non-zero row, 0 at a zero
+    row; a zero or tiny row never poisons the other rows (it gave NaN: issue 30)."""
+    layer = VonMisesFisher(kappa=10.0)
+    layer.build((None, 3))
+    rows = np.array([[0.0, 0.0, 0.0], [3e-30, -4e-30, 1e-30], [0.3, -1.2, 2.0],
+                     [1e30, 2e30, -2e30], [1e-20, 0.0, 0.0]])
+    weights = np.random.default_rng(0).normal(size=rows.shape)
+    for batch in (rows, rows[2:3]):  # mixed rows, and a batch of plain rows only
+        x = tf.constant(batch, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            objective = tf.reduce_sum(tf.cast(layer.mean_direction(x), "float64")
+                                      * weights[:len(batch)])
+        grad = tape.gradient(objective, x).numpy().astype("float64")
+        assert np.all(np.isfinite(grad))
+        for i, row in enumerate(np.asarray(x, "float64")):
+            norm = np.linalg.norm(row / np.abs(row).max()) * np.abs(row).max() if row.any() else 0
+            if norm == 0:
+                np.testing.assert_array_equal(grad[i], 0.0)
+                continue
+            u = row / norm
+            want = (weights[i] - u * (u @ weights[i])) / norm
+            # float32: the direction is exact to ~1e-7, so is its Jacobian
+            np.testing.assert_allclose(grad[i], want, rtol=1e-5 if dtype == "float32" else 1e-12,
+                                       atol=1e-5 * np.abs(want).max())
+
+
+def test_one_fit_step_with_an_all_zero_row_keeps_every_weight_finite():
+    """A ReLU encoder meets zero rows in real training (20 weights went NaN)."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="relu"),
+                              VonMisesFisher(10.0), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    dense = model.layers[0]
+    dense.set_weights([np.ones((4, 5), "float32"), np.zeros(5, "float32")])
+    x = np.array([[-1.0, -1.0, -1.0, -1.0], [1.0, 2.0, 0.5, 0.1]], "float32")  # row 0 -> 0
+    model.fit(x, np.ones((2, 1)), epochs=1, verbose=0)
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
 def test_vmf_table_stays_float64_under_autocast():
     from keras.src.backend import AutocastScope  # what Keras opens around model calls
 
