@@ -383,7 +383,8 @@ def smooth_floor(x, sigma=0.1, kernel="gaussian"):
     sigma >= 1/2 the Fourier series x - 1/2 + sum_n c_n sin(2 pi n x) / (pi n)
     with the kernel's characteristic function c_n (8 terms). Both are exact to
     float64 rounding on their side of the switch. Only the gaussian and
-    logistic kernels: with the Cauchy kernel the integral diverges.
+    logistic kernels: with the Cauchy kernel the integral diverges. Exact
+    limits at +-inf (+-inf; NaN stays NaN).
 
     Example:
 
@@ -393,8 +394,10 @@ def smooth_floor(x, sigma=0.1, kernel="gaussian"):
     _validate_kernel(kernel, allowed=MEAN_KERNELS, fn_name="floor")
     validation.positive_values("sigma", sigma, *SIGMA_RANGE)
     dtype, x, sigma = _prepare(x, sigma)
-    m = ops.floor(x)
-    u = x - m  # in [0, 1): keeps sin() and the steps precise for large |x|
+    infinite = ops.isinf(x)  # floor's limits: +-inf (u = inf - inf would be NaN)
+    finite_x = ops.where(infinite, ops.zeros_like(x), x)
+    m = ops.floor(finite_x)
+    u = finite_x - m  # in [0, 1): keeps sin() and the steps precise for large |x|
     # Direct sum of smoothed steps at the nearby integers (sigma < 1/2).
     s_small = ops.minimum(sigma, _FLOOR_SWITCH)
     direct = m
@@ -410,7 +413,7 @@ def smooth_floor(x, sigma=0.1, kernel="gaussian"):
             2.0 * math.pi * n * u
         ) / (math.pi * n)
     y = ops.where(sigma < _FLOOR_SWITCH, direct, fourier)
-    return ops.cast(y, dtype)
+    return ops.cast(ops.where(infinite, x, y), dtype)
 
 
 CLOSED_FORMS = {

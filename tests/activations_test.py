@@ -9,6 +9,7 @@ import tensorflow as tf
 from scipy import integrate, stats
 
 from keras_space import activations as A
+from keras_space.layers import SmoothActivation
 
 pytestmark = pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
 
@@ -352,3 +353,25 @@ def test_gradients_at_infinity_are_the_limits(kernel):
         assert float(dsigma) == 0.0, name
         if name == "leaky_relu":  # x - relu_s(x) is 0 at x = 1e30, and set to 0 at +-inf
             assert float(dalpha) == pytest.approx(-1e30, rel=1e-12), name
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic"])
+@pytest.mark.parametrize("sigma", [0.1, 1.0])  # the direct sum and the Fourier branch
+def test_smooth_floor_limits_at_infinity(kernel, sigma):
+    """+-inf map to +-inf (they gave NaN: issue 30), NaN stays NaN, the finite entry is
+    the scipy reference; d/dx at +-inf is floor's mean slope 1 and d/dsigma 0."""
+    x = tf.constant([np.inf, -np.inf, np.nan, 2.5], tf.float64)
+    s = tf.constant(sigma, tf.float64)
+    y = A.smooth_floor(x, s, kernel).numpy()
+    assert y[0] == np.inf and y[1] == -np.inf and np.isnan(y[2])
+    np.testing.assert_allclose(y[3], floor_reference([2.5], sigma, kernel)[0], rtol=1e-12)
+    ends = tf.constant([np.inf, -np.inf, 2.5], tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch([ends, s])
+        total = tf.reduce_sum(A.smooth_floor(ends, s, kernel)[:2])
+    dx, ds = tape.gradient(total, [ends, s])
+    np.testing.assert_array_equal(dx.numpy(), [1.0, 1.0, 0.0])
+    assert float(ds) == 0.0
+    layer = SmoothActivation("floor", sigma=sigma, kernel=kernel)
+    np.testing.assert_array_equal(np.asarray(layer(np.array([np.inf, -np.inf], "float32"))),
+                                  [np.inf, -np.inf])
