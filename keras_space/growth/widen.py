@@ -54,6 +54,13 @@ class _Widener:
     def __init__(self, factor, noise, seed):
         self.k = validation.positive_int("factor", factor, minimum=2)
         self.noise = validation.non_negative_float("noise", noise)
+        if self.noise > 1.0:
+            raise ValueError(
+                "`noise` must be in [0, 1]: it is relative to each weight's spread, and the "
+                "function is kept to float rounding times (1 + noise), so larger noise "
+                "swamps the weights (and 1e300 overflows them). "
+                f"Received: noise={noise!r}"
+            )
         self.rng = np.random.default_rng(seed)
         self.hidden = 1.0 / math.sqrt(self.k)
 
@@ -88,7 +95,14 @@ class _Widener:
         return out if s_in is None else out / (self.k * s_in)
 
     def assign(self, variable, value):
-        variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
+        value = value.astype(keras.backend.standardize_dtype(variable.dtype))
+        if not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"Widening gives non-finite values for `{variable.path}`: the model's own "
+                "weights are non-finite or too large for the widened dtype. "
+                f"Received: model with weights of up to {np.nanmax(np.abs(value)):g}"
+            )
+        variable.assign(value)
 
     # --------------------------------------------------------------- layers
     def dense(self, old, new, s_in, s_out, input_axes=(0,)):
@@ -357,8 +371,9 @@ def widen(model, factor, noise=0.0, keep_output_width=False, seed=None):
     Args:
         model: the model to widen.
         factor: integer k >= 2.
-        noise: relative size of the symmetry-breaking noise (0 = exact copies).
-            The function is preserved for any value (to float rounding). Defaults to `0.0`.
+        noise: relative size of the symmetry-breaking noise, in [0, 1] (0 = exact
+            copies). The function is preserved for any value (to float rounding
+            times 1 + noise). Defaults to `0.0`.
         keep_output_width: see above. Defaults to `False`.
         seed: seed of the noise. Defaults to `None`.
 

@@ -1,5 +1,7 @@
 """widen(): the widened model computes the original function (the original is the reference)."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -121,8 +123,14 @@ def test_unsupported_layers_are_named():
     model = keras.Sequential([keras.Input((6, 4)), keras.layers.Conv1D(4, 3, name="my_conv")])
     with pytest.raises(ValueError, match="my_conv.*Conv1D"):
         widen(model, 2)
-    with pytest.raises(ValueError, match="noise"):
-        widen(plain_model(), 2, noise=-1.0)
+    for noise in (-1.0, 1.5, 1e300, np.inf):  # 1e300 wrote 320 non-finite weights
+        with pytest.raises(ValueError, match=re.escape(f"noise={noise!r}")):
+            widen(plain_model(), 2, noise=noise)
+    broken = plain_model()
+    dense = next(layer for layer in broken.layers if isinstance(layer, keras.layers.Dense))
+    dense.kernel.assign(np.full(dense.kernel.shape, np.inf))
+    with pytest.raises(ValueError, match="non-finite values for `.*kernel`"):
+        widen(broken, 2)
 
 
 @pytest.fixture(scope="module")
