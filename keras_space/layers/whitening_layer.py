@@ -3,6 +3,7 @@
 import warnings
 
 import keras
+import ml_dtypes
 import numpy as np
 from keras import ops
 
@@ -261,6 +262,19 @@ class WhiteningLayer(keras.layers.Layer):
                 f"(eigenvalue + epsilon) ** (-gamma / 2) overflows float64 for gamma={self.gamma}, "
                 f"epsilon={self.epsilon} (eigenvalues from {eigenvalues[k - 1]:.3g} to "
                 f"{eigenvalues[0]:.3g}): use a gamma of moderate size (the paper uses 0 to 1)."
+            )
+        # each component's output spread, in the dtype the layer returns
+        spread = np.sqrt(eigenvalues[:k]) * scale
+        out = ml_dtypes.finfo(keras.backend.standardize_dtype(self.compute_dtype))
+        top = float(out.max) / 1e3  # room for outputs 1,000 spreads out
+        if spread.min() < out.tiny or spread.max() > top:
+            raise ValueError(
+                f"With gamma={self.gamma} and epsilon={self.epsilon}, the whitened outputs "
+                f"would have spreads from {spread.min():.3g} to {spread.max():.3g} "
+                f"(eigenvalues {eigenvalues[k - 1]:.3g} to {eigenvalues[0]:.3g}): outside "
+                f"{out.dtype}'s normal range [{float(out.tiny):.3g}, {top:.3g}], so they "
+                "would underflow to 0 or overflow: use a gamma of moderate size (the paper "
+                "uses 0 to 1)."
             )
         kernel = vectors[:, :k] * scale[None, :]
         if self.mode == "zca":

@@ -35,8 +35,18 @@ def test_matches_sklearn_pca_whiten_up_to_sign(k):
 def test_eigenvalues_sorted_and_equal_numpy():
     layer = WhiteningLayer()
     layer.adapt(X)
-    want = np.sort(np.linalg.eigvalsh(np.cov(X.astype("float64").T)))[::-1]
-    np.testing.assert_allclose(layer.eigenvalues, want, rtol=1e-9)
+    x = X.astype("float64")
+    want = np.sort(np.linalg.eigvalsh(np.cov(x.T)))[::-1]
+    # Weyl: |d lambda_i| <= ||dC||_2. Each covariance entry is a sum of n products,
+    # rounded in any order: |dC_jk| <= gamma_n sum_i |xc_ij xc_ik| / (n - 1) (Higham,
+    # 3.1), for ours and for numpy's; plus each eigensolver's d * eps * ||C||.
+    n, d = x.shape
+    eps = np.finfo("float64").eps
+    xc = np.abs(x - x.mean(0))
+    gamma = (n + 2) * eps / (1 - (n + 2) * eps)  # + the centring's and the scaling's roundings
+    bound = 2 * (gamma * np.linalg.norm(xc.T @ xc / (n - 1)) + d * eps * want[0])
+    np.testing.assert_allclose(layer.eigenvalues, want, rtol=0, atol=bound)
+    assert bound < 1e-9 * want[0]  # every eigenvalue to 1e-9 of the largest
 
 
 def test_streaming_adapt_equals_one_shot():

@@ -152,3 +152,19 @@ def test_whitening_gamma_that_overflows_is_refused_at_adapt():
     data = np.random.default_rng(0).normal(size=(50, 4)) * [1.0, 1.0, 1.0, 1e-3]
     with pytest.raises(ValueError, match="overflows float64 for gamma=1e\\+308"):
         L.WhiteningLayer(gamma=1e308).adapt(data)
+
+
+def test_whitening_gamma_whose_outputs_underflow_is_refused_at_adapt():
+    """gamma=300 on eigenvalues 4..49: lambda**-150 makes every float32 output 0."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(4, 4)))[0]
+    data = rng.normal(size=(400, 4))
+    data = (data - data.mean(0)) @ np.linalg.inv(np.linalg.cholesky(np.cov(data.T))).T
+    data = data * np.sqrt([49.0, 20.0, 9.0, 4.0]) @ basis.T  # covariance eigenvalues 4..49
+    with pytest.raises(ValueError, match="gamma=300.0.*underflow to 0 or overflow"):
+        L.WhiteningLayer(gamma=300).adapt(data)
+    with pytest.raises(ValueError, match="float16's normal range"):
+        L.WhiteningLayer(gamma=-20, dtype="mixed_float16").adapt(data)  # 49**10.5 > 65504
+    layer = L.WhiteningLayer(gamma=1.0)  # the usual setting: unit spreads
+    layer.adapt(data)
+    np.testing.assert_allclose(np.cov(np.asarray(layer(data), "float64").T), np.eye(4), atol=1e-5)
