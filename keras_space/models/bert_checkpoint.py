@@ -60,7 +60,58 @@ class _Reader:
                 f"The checkpoint variable {name!r} has shape {tuple(self.shapes[name])}; "
                 f"bert_config.json implies {tuple(shape)}."
             )
-        return self.reader.get_tensor(name)
+        value = self.reader.get_tensor(name)
+        if not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"The checkpoint variable {name!r} holds {int(np.sum(~np.isfinite(value)))} "
+                f"non-finite values: the checkpoint {self.path!r} is damaged."
+            )
+        return value
+
+
+def _checkpoint_prefix(path):
+    """A checkpoint prefix from a prefix or a folder holding exactly one checkpoint."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return path
+    latest = tf.train.latest_checkpoint(path)  # folders with a `checkpoint` state file
+    if latest:
+        return latest
+    prefixes = sorted(name[: -len(".index")] for name in os.listdir(path) if name.endswith(".index"))
+    if len(prefixes) != 1:
+        raise ValueError(
+            "`checkpoint_path` must be a checkpoint prefix or a folder holding one checkpoint. "
+            f"Received: checkpoint_path={path!r}, a folder holding "
+            + (f"{len(prefixes)} checkpoints {prefixes}: name one" if prefixes else "none")
+        )
+    return os.path.join(path, prefixes[0])
+
+
+def _read_config(config_path):
+    """bert_config.json, its sizes checked."""
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError, TypeError) as error:
+        raise ValueError(
+            f"`config_path` must be a readable bert_config.json. Received: "
+            f"config_path={config_path!r} ({error})"
+        ) from None
+    missing = [k for k in _CONFIG_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"bert_config.json {config_path!r} lacks {missing}.")
+    for key in (*_CONFIG_KEYS, "type_vocab_size"):
+        if key in config:
+            config[key] = validation.positive_int(f"bert_config.json's {key}", config[key])
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if key in config:
+            config[key] = validation.probability(f"bert_config.json's {key}", config[key])
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(
+            "keras-hub's BertBackbone uses the exact GELU. Received: hidden_act="
+            f"{config['hidden_act']!r} in {config_path!r}"
+        )
+    return config
 
 
 def _assign_dense(reader, prefix, layer, shape_in, shape_out):
@@ -83,7 +134,9 @@ def bert_from_checkpoint(config_path, checkpoint_path, vocab_path=None, lowercas
 
     Reads `bert_config.json` and the TF checkpoint with TensorFlow's own reader
     (`tf.train.load_checkpoint`); every weight is checked by name and shape
-    (a missing or mis-shaped variable raises a `ValueError` naming it). The
+    (a missing, mis-shaped or non-finite variable raises a `ValueError` naming
+    it; a square kernel stored transposed has the right shape and cannot be
+    told apart: compare an output with the original implementation once). The
     masked-LM head is read when the checkpoint has `cls/predictions/...`
     (a `MaskedLMHead` tied to the token embedding, GELU and LayerNorm epsilon
     1e-12 as in the original). Optimizer slots and the next-sentence head are
@@ -91,7 +144,9 @@ def bert_from_checkpoint(config_path, checkpoint_path, vocab_path=None, lowercas
 
     Args:
         config_path: path to `bert_config.json`.
-        checkpoint_path: the checkpoint prefix (`.../bert_model.ckpt`) or its folder.
+        checkpoint_path: the checkpoint prefix (`.../bert_model.ckpt`) or a folder
+            holding one checkpoint (its `checkpoint` state file, else its one
+            `*.index` file; a folder of several is refused, naming them).
         vocab_path: optional `vocab.txt`; gives a `keras_hub.tokenizers.BertTokenizer`.
         lowercase: whether the tokenizer lowercases (True for "uncased" and
             Chinese checkpoints). Defaults to `True`.
@@ -114,25 +169,8 @@ def bert_from_checkpoint(config_path, checkpoint_path, vocab_path=None, lowercas
     import keras_hub
 
     lowercase = validation.strict_bool("lowercase", lowercase)
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(
-            f"`config_path` must be a readable bert_config.json. Received: "
-            f"config_path={config_path!r} ({error})"
-        ) from None
-    missing = [k for k in _CONFIG_KEYS if k not in config]
-    if missing:
-        raise ValueError(f"bert_config.json {config_path!r} lacks {missing}.")
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(
-            "keras-hub's BertBackbone uses the exact GELU. Received: hidden_act="
-            f"{config['hidden_act']!r} in {config_path!r}"
-        )
-    if os.path.isdir(checkpoint_path):
-        checkpoint_path = tf.train.latest_checkpoint(checkpoint_path) or checkpoint_path
-    reader = _Reader(checkpoint_path)
+    config = _read_config(config_path)
+    reader = _Reader(_checkpoint_prefix(checkpoint_path))
 
     h, n_layers = config["hidden_size"], config["num_hidden_layers"]
     heads, inter = config["num_attention_heads"], config["intermediate_size"]

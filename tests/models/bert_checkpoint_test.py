@@ -130,3 +130,32 @@ def test_missing_or_mis_shaped_variables_are_named(google_checkpoint, tmp_path):
         bert_from_checkpoint(tmp_path / "relu.json", str(root / "bert_model.ckpt"))
     with pytest.raises(ValueError, match="lowercase"):
         bert_from_checkpoint(config, str(root / "bert_model.ckpt"), lowercase="yes")
+
+
+def test_a_folder_holding_one_checkpoint_is_read_and_damage_is_named(google_checkpoint, tmp_path):
+    """Issue 30, item 8: the folder of a Google release (no `checkpoint` state file) is
+    read like its prefix; a folder of several is refused naming them; NaN weights and
+    config values of the wrong type are refused."""
+    root, weights = google_checkpoint
+    config = root / "bert_config.json"
+    by_folder = bert_from_checkpoint(config, root).backbone
+    by_prefix = bert_from_checkpoint(config, str(root / "bert_model.ckpt")).backbone
+    for a, b in zip(by_folder.weights, by_prefix.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("a.ckpt", "b.ckpt"):
+        _save_v2(str(two / name), {"bert/pooler/dense/bias": np.zeros(384, "float32")})
+    with pytest.raises(ValueError, match=r"folder holding 2 checkpoints \['a.ckpt', 'b.ckpt'\]"):
+        bert_from_checkpoint(config, two)
+    damaged = dict(weights)
+    damaged["bert/encoder/layer_1/output/dense/bias"] = np.full(384, np.nan, "float32")
+    _save_v2(str(tmp_path / "nan"), damaged)
+    with pytest.raises(ValueError, match="'bert/encoder/layer_1/output/dense/bias' holds 384 "
+                                         "non-finite values"):
+        bert_from_checkpoint(config, str(tmp_path / "nan"))
+    for change, match in (({"vocab_size": "30"}, "vocab_size"),
+                          ({"hidden_dropout_prob": 1.5}, "hidden_dropout_prob")):
+        json.dump(json.load(open(config)) | change, open(tmp_path / "c.json", "w"))
+        with pytest.raises(ValueError, match=f"bert_config.json's {match}"):
+            bert_from_checkpoint(tmp_path / "c.json", root)
