@@ -15,6 +15,39 @@ from keras_space.api_export import keras_space_export
 from keras_space.utils import validation
 
 
+def _token_vocabulary(model):
+    """The vocabulary size of the model's token embedding (None if it has none)."""
+    for layer in model._flatten_layers(include_self=False):
+        if layer.name == "token_embedding" and hasattr(layer, "input_dim"):
+            return int(layer.input_dim)
+    return None
+
+
+def _checked_texts(texts):
+    """Refuse, inside the graph, what the served tokenizer would read differently.
+
+    A NUL byte ends a string in the graph's tokenizer but not in an eager one, and
+    invalid UTF-8 has no tokens; the texts of a pair must have one batch size
+    (keras-hub's packer would otherwise emit uninitialised ids).
+    """
+    checks = []
+    for i, text in enumerate(texts):
+        checks.append(tf.debugging.assert_equal(
+            tf.strings.regex_full_match(text, "(?s).*\x00.*"), False,
+            message=f"text_{i} holds a NUL byte, which the served tokenizer cannot read"))
+        # invalid bytes decode to a surrogate, which valid UTF-8 never holds
+        codes = tf.strings.unicode_decode(text, "UTF-8", errors="replace",
+                                          replacement_char=0xD800).flat_values
+        checks.append(tf.debugging.assert_equal(
+            tf.reduce_any(codes == 0xD800), False, message=f"text_{i} is not valid UTF-8"))
+        if i:
+            checks.append(tf.debugging.assert_equal(
+                tf.shape(text)[0], tf.shape(texts[0])[0],
+                message=f"text_0 and text_{i} must hold the same number of strings"))
+    with tf.control_dependencies(checks):
+        return tuple(tf.identity(text) for text in texts)
+
+
 def _input_specs(model):
     specs = {}
     for tensor in model.inputs:
@@ -62,33 +95,64 @@ def export_for_serving(model, filepath, preprocessor=None, num_texts=1):
     num_texts = validation.choice("num_texts", validation.positive_int("num_texts", num_texts), (1, 2))
     specs = _input_specs(model)
     dtypes = {t.name: t.dtype for t in model.inputs}
+    vocabulary = _token_vocabulary(model)
 
     def run(features):
-        missing = sorted(set(specs) - set(features))
-        if missing:
-            raise ValueError(
-                f"The preprocessor's output lacks the model's inputs {missing}. "
-                f"Received: {sorted(features)}"
-            )
-        return model({name: tf.cast(features[name], dtypes[name]) for name in specs},
-                     training=False)
+        checks = []
+        if vocabulary is not None and "token_ids" in features:
+            ids = tf.cast(features["token_ids"], tf.int64)
+            checks.append(tf.debugging.assert_equal(
+                tf.reduce_all((ids >= 0) & (ids < vocabulary)), True,
+                message=f"token_ids must lie in [0, {vocabulary}) (the vocabulary)"))
+        with tf.control_dependencies(checks):
+            return model({name: tf.cast(features[name], dtypes[name]) for name in specs},
+                         training=False)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     if preprocessor is None:
         archive.add_endpoint("serve", run, input_signature=[specs])
     else:
-        # keras-hub preprocessors read a positional tuple as (x, y): pairs go as x=(a, b)
-        preprocessor(x=tuple(tf.constant(["warm up"]) for _ in range(num_texts)))  # builds it
+        features = _features(preprocessor(x=_warm_up(preprocessor, num_texts)))
+        missing = sorted(set(specs) - set(features))
+        if missing:
+            raise ValueError(
+                f"`preprocessor`'s output lacks the model's inputs {missing}. "
+                f"Received: preprocessor giving {sorted(features)}"
+            )
         archive.track(preprocessor)
         strings = [tf.TensorSpec((None,), tf.string, name=f"text_{i}") for i in range(num_texts)]
 
         def serve(*texts):
-            features = preprocessor(x=tuple(texts))
-            if isinstance(features, tuple):  # (x, y, sample_weight) preprocessors
-                features = features[0]
-            return run(features)
+            return run(_features(preprocessor(x=_checked_texts(texts))))
 
         archive.add_endpoint("serve", serve, input_signature=strings)
     archive.write_out(str(filepath), verbose=False)
     return filepath
+
+
+def _warm_up(preprocessor, num_texts):
+    """Build the preprocessor on `num_texts` strings (refusing what is not one)."""
+    import keras_hub
+
+    if isinstance(preprocessor, keras_hub.tokenizers.Tokenizer) or not isinstance(
+        preprocessor, keras.layers.Layer
+    ):
+        raise ValueError(
+            "`preprocessor` must be a keras-hub preprocessor layer that packs texts into "
+            "the model's inputs (e.g. BertTextClassifierPreprocessor; a bare tokenizer "
+            f"gives no segment_ids or padding_mask). Received: preprocessor={preprocessor!r}"
+        )
+    # keras-hub preprocessors read a positional tuple as (x, y): pairs go as x=(a, b)
+    return tuple(tf.constant(["warm up"]) for _ in range(num_texts))
+
+
+def _features(output):
+    if isinstance(output, tuple):  # (x, y, sample_weight) preprocessors
+        output = output[0]
+    if not isinstance(output, dict):
+        raise ValueError(
+            "`preprocessor` must return a dict of the model's inputs. "
+            f"Received: preprocessor returning {type(output).__name__}"
+        )
+    return output

@@ -67,3 +67,56 @@ def test_export_for_serving_refuses_bad_arguments(tmp_path):
     for bad in (3, 0, True):
         with pytest.raises(ValueError, match="num_texts"):
             export_for_serving(model, tmp_path / "x", num_texts=bad)
+
+
+def test_served_strings_the_tokenizer_cannot_read_the_same_way_are_refused(tmp_path):
+    """Issue 30, item 9: a NUL byte (the graph tokenizer stopped there, the eager one did
+    not: 0.41 apart), invalid UTF-8, pairs of 3 and 2 strings (uninitialised ids), and
+    served token ids past the vocabulary are refused with the reason; ordinary strings,
+    accents and emoji included, serve the Keras model's outputs."""
+    import keras_hub
+
+    _, preprocessor = load_minilm(32)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=30522, num_layers=1, num_heads=2,
+                                             hidden_dim=8, intermediate_dim=16)
+    model = keras.Model(backbone.input, keras.layers.Dense(1)(backbone.output["pooled_output"]))
+    export_for_serving(model, tmp_path / "pairs", preprocessor=preprocessor, num_texts=2)
+    served = tf.saved_model.load(str(tmp_path / "pairs"))
+    texts = tf.constant(["Café au lait ☕", "naïve résumé", "ok"])
+    want = model.predict(preprocessor(x=(texts, texts[::-1])), verbose=0)
+    np.testing.assert_allclose(served.serve(texts, texts[::-1]), want, rtol=1e-5, atol=1e-6)
+    for a, b, match in (
+        (["a\x00man", "x"], ["y", "z"], "text_0 holds a NUL byte"),
+        ([b"bad\xff", b"x"], ["y", "z"], "text_0 is not valid UTF-8"),
+        (["a", "b", "c"], ["y", "z"], "text_0 and text_1 must hold the same number"),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+            served.serve(tf.constant(a), tf.constant(b))
+
+    export_for_serving(model, tmp_path / "ids")
+    by_ids = tf.saved_model.load(str(tmp_path / "ids"))
+    features = dict(preprocessor(x=(texts, texts)))
+    features["token_ids"] = tf.tensor_scatter_nd_update(features["token_ids"], [[0, 1]], [30522])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"token_ids must lie in \[0, 30522\)"):
+        by_ids.serve({k: features[k] for k in ("token_ids", "segment_ids", "padding_mask")})
+
+
+def test_export_for_serving_refuses_what_is_not_a_preprocessor(tmp_path):
+    _, preprocessor = load_minilm(32)
+    backbone_inputs = {name: keras.Input((None,), dtype="int32", name=name)
+                       for name in ("token_ids", "segment_ids", "padding_mask")}
+    summed = keras.layers.Lambda(lambda d: keras.ops.cast(d["token_ids"], "float32"))(
+        backbone_inputs)
+    model = keras.Model(backbone_inputs, summed)
+    for bad, match in (("bert", "keras-hub preprocessor layer"),
+                       (preprocessor.tokenizer, "bare tokenizer")):
+        with pytest.raises(ValueError, match=match):
+            export_for_serving(model, tmp_path / "x", preprocessor=bad)
+
+    class NoSegments(keras.layers.Layer):
+        def call(self, x):
+            return {"token_ids": preprocessor(x=x)["token_ids"]}
+
+    with pytest.raises(ValueError, match=r"lacks the model's inputs \['padding_mask', "
+                                         r"'segment_ids'\]"):
+        export_for_serving(model, tmp_path / "x", preprocessor=NoSegments())
