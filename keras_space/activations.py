@@ -197,6 +197,24 @@ def _relu_mix_parts(x, sigma, kernel, a, b):
     return _affine(a, 1.0, b, ops.sigmoid(u)), None
 
 
+# Below u = -3 the float64 Gaussian ReLU is evaluated without cancellation:
+# u Phi(u) + phi(u) = phi(u) c / (t + c), t = -u, c = 1 / (t + 2 / (t + 3 / (t + ...)))
+# (Laplace's continued fraction of the Mills ratio; 60 terms reach float64 rounding
+# at t = 3, fewer beyond).
+_RELU_TAIL = 3.0
+_RELU_TAIL_TERMS = 60
+
+
+def _gaussian_relu_tail(u):
+    """(u Phi(u) + phi(u)) / phi(u) for u <= -3, cancellation-free (float64)."""
+    t = ops.maximum(-u, _RELU_TAIL)
+    d = t
+    for k in range(_RELU_TAIL_TERMS, 1, -1):
+        d = t + k / d
+    c = 1.0 / d
+    return c / (t + c)
+
+
 def _relu_mix(x, sigma, kernel, limit, slope=0, scale=1, alpha=None):
     """slope x + scale relu_s(x) (relu: 0, 1; abs: -1, 2), or with `alpha` the
     SAU alpha x + (1 - alpha) relu_s(x), with closed-form gradients.
@@ -225,6 +243,10 @@ def _relu_mix(x, sigma, kernel, limit, slope=0, scale=1, alpha=None):
             # 0 * -inf where dy/dx -> 0 there (relu; SAU with alpha = 0)
             xd = (ops.maximum(x, -1e30) if not alpha and slope == 0 else x) * dydx
             y = xd + _scaled(b, sigma * density)
+            if not alpha and slope == 0 and keras.backend.standardize_dtype(x.dtype) == "float64":
+                u = x / sigma  # relu's tail, where x dy/dx and sigma phi cancel
+                tail = _scaled(b, sigma * density * _gaussian_relu_tail(u))
+                y = ops.where(u <= -_RELU_TAIL, tail, y)
             if alpha:
                 y = _at_infinity(x, y, limit(x, a))
 
@@ -298,7 +320,9 @@ def smooth_relu(x, sigma=1.0, kernel="gaussian"):
 
     Gaussian: x Phi(x/sigma) + sigma phi(x/sigma)
     (= 1/2 [x + x erf(x / (sqrt(2) sigma)) + sqrt(2/pi) sigma exp(-x^2 / 2 sigma^2)]);
-    logistic: sigma softplus(x / sigma).
+    logistic: sigma softplus(x / sigma). In float64 the Gaussian tail
+    u = x / sigma <= -3, where the two terms cancel, is sigma phi(u) times a
+    continued fraction: within (3 u^2 + 20) ulps (the u^2 from rounding u).
 
     Example:
 

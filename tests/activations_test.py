@@ -375,3 +375,17 @@ def test_smooth_floor_limits_at_infinity(kernel, sigma):
     layer = SmoothActivation("floor", sigma=sigma, kernel=kernel)
     np.testing.assert_array_equal(np.asarray(layer(np.array([np.inf, -np.inf], "float32"))),
                                   [np.inf, -np.inf])
+
+
+def test_float64_gaussian_relu_far_tail_against_mpmath():
+    """u = -35 was 4.3e-11 relative off (issue 30): the continued-fraction tail keeps
+    (3 u^2 + 20) ulps (tests/properties_test.py has the analysis) down to u = -37;
+    below, the value is sub-normal (absolute error under 1e-300)."""
+    import mpmath
+
+    u = np.array([-3.0, -3.5, -7.0, -12.5, -35.0, -37.0, -38.0])
+    with mpmath.workdps(40):
+        want = np.array([float(v * mpmath.ncdf(v) + mpmath.npdf(v)) for v in map(mpmath.mpf, u)])
+    got = np.asarray(A.smooth_relu(tf.constant(u, tf.float64), tf.constant(1.0, tf.float64)))
+    eps = np.finfo("float64").eps
+    assert np.all(np.abs(got - want) <= (3 * u**2 + 20) * eps * want + 1e-300), (got - want) / want

@@ -105,9 +105,20 @@ def _gaussian_relu_reference(x, sigma):
 def test_float64_gaussian_closed_forms_are_float64_accurate(x, sigma):
     u = x / sigma
     relu = np.array([_gaussian_relu_reference(v, sigma) for v in x])
-    # x Phi(u) + sigma phi(u) cancels for u < 0 (the sum is ~phi(u) / u^2): no float64
-    # formula keeps more than ~u^2 ulps there; below u = -38 the value is sub-normal.
-    rtol = 1e-15 * (1 + u**2)
+    # Error analysis (eps = 2**-52). z = -x / (sqrt(2) sigma) is rounded 3 times, so
+    # erfc(z) and exp(-z^2) carry relative errors up to 3 u^2 eps (their logarithmic
+    # derivatives are ~2z), plus ~1 ulp of their own.
+    # - u <= -3: sigma phi(u) c / (t + c), a continued fraction of positive terms (a few
+    #   ulps): (3 u^2 + 20) eps.
+    # - -3 < u < 0: x Phi(u) + sigma phi(u) cancels; the terms' errors are amplified by
+    #   K = (t Phi(-t) + phi(t)) / (phi(t) - t Phi(-t)), t = -u (K <= 23 at t = 3):
+    #   K (3 u^2 + 4) eps.  u >= 0: both terms positive, K = 1.
+    # Below u = -38 the value is sub-normal: the absolute 1e-300.
+    t = np.maximum(-u, 0.0)
+    a, b = t * special.ndtr(-t), np.exp(-t * t / 2) / np.sqrt(2 * np.pi)
+    conditioning = np.where(u < 0, (a + b) / np.where(b > a, b - a, 1.0), 1.0)
+    eps = np.finfo("float64").eps
+    rtol = np.where(u <= -3, (3 * u**2 + 20) * eps, conditioning * (3 * u**2 + 4) * eps)
     layer = L.SmoothReLU(sigma=sigma, dtype="float64")  # the layer keeps sigma in float64
     for got in (A.smooth_relu(x, sigma), layer(x)):
         error = np.abs(keras.ops.convert_to_numpy(got) - relu)
