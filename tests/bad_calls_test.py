@@ -183,3 +183,139 @@ def test_accumulator_on_non_finite_or_missing_gradients_is_the_large_batch_step(
     with np.errstate(invalid="ignore"):
         np.testing.assert_allclose(variable.numpy(), 1.0 - 0.1 * total / 2, rtol=1e-6)
     assert int(optimizer.iterations) == 1
+
+
+# ------------------------------------------------------------- issue 30's list
+
+def _sick_file(tmp_path, score="3.5", judgment="NEUTRAL"):
+    from keras_space.datasets.sick import HEADER
+
+    path = tmp_path / "sick.txt"
+    path.write_text("\t".join(HEADER) + f"\n1\tA man plays.\tA man sings.\t{score}\t{judgment}\n")
+    return path
+
+
+def _grad_cache_fit(**kwargs):
+    encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model = GradCacheModel(encoder, micro_batch_size=2)
+    model.compile(keras.optimizers.SGD(0.1), loss=InfoNCE())
+    return model.fit(**kwargs, batch_size=4, verbose=0)
+
+
+_X4 = np.random.default_rng(0).normal(size=(4, 4)).astype("float32")
+
+
+def _prompt_template(token_ids):
+    from keras_space.layers import PromptEncoder
+
+    layer = PromptEncoder(num_virtual_tokens=2, embedding_dim=8, placeholder_ids=[5, 6])
+    return layer(np.ones((2, 5, 8), "float32"), token_ids=token_ids)
+
+
+def _sick_pairs(**changes):
+    from keras_space.datasets.sick import SickPairs
+
+    pairs = SickPairs(["1", "2"], ["a b", "c d"], ["e f", "g h"], np.array([3.0, 4.0]),
+                      ["ENTAILMENT", "NEUTRAL"])
+    return pairs._replace(**changes)
+
+
+OBSCURE_30 = {  # call -> (exception, the words the message must hold)
+    "jl_min_dim n_samples str": (
+        lambda tmp: __import__("keras_space.ops", fromlist=["x"]).jl_min_dim(n_samples="abc"),
+        ValueError, "n_samples='abc'"),
+    "evaluator scores str": (
+        lambda tmp: __import__("keras_space.callbacks", fromlist=["x"]).SimilarityEvaluator(
+            (["a"], ["b"]), "abc", keras.layers.Dense(2)),
+        ValueError, "scores='abc'"),
+    "widen seed str": (
+        lambda tmp: __import__("keras_space.growth", fromlist=["x"]).widen(
+            keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2)]),
+            2, noise=0.1, seed="abc"),
+        ValueError, "seed='abc'"),
+    "whitening adapt str": (
+        lambda tmp: __import__("keras_space.layers", fromlist=["x"]).WhiteningLayer().adapt("abc"),
+        ValueError, "data='abc'"),
+    "grad cache sample_weight str": (
+        lambda tmp: _grad_cache_fit(x=(_X4, _X4), sample_weight="abc"),
+        ValueError, "sample_weight='abc'"),
+    "grad cache None part": (
+        lambda tmp: _grad_cache_fit(x=(_X4, _X4, None)), ValueError, "None at positions [2]"),
+    "pooling mask holding 2": (
+        lambda tmp: MaskedMeanPooling()(np.ones((2, 3, 4), "float32"),
+                                        padding_mask=np.array([[1, 2, 0], [1, 1, 1]])),
+        ValueError, "`padding_mask` must hold 0/1 bits only"),
+    "pooling rank-2 symbolic": (
+        lambda tmp: MaskedMeanPooling()(keras.Input((4,))), ValueError, "(batch, sequence, dim)"),
+    "pooling mismatched list": (
+        lambda tmp: MaskedMeanPooling()([np.ones((2, 3, 4), "float32"),
+                                         np.ones((2, 5, 4), "float32")]),
+        ValueError, "inputs of shapes [(2, 3, 4), (2, 5, 4)]"),
+    "prompt template ids shape": (
+        lambda tmp: _prompt_template(np.array([[5, 6, 1, 1], [5, 6, 1, 1]])),
+        ValueError, "token_ids of shape (2, 4)"),
+    "prompt template float ids": (
+        lambda tmp: _prompt_template(np.array([[5, 6, 1, 1, 1]] * 2, "float32")),
+        ValueError, "token_ids of dtype float32"),
+    "sick relatedness 7.5": (
+        lambda tmp: __import__("keras_space.datasets", fromlist=["x"]).load_sick(
+            _sick_file(tmp, score="7.5")),
+        ValueError, "relatedness_score='7.5'"),
+    "sick tuples without entailment": (
+        lambda tmp: __import__("keras_space.datasets", fromlist=["x"]).sick_contrastive_tuples(
+            _sick_pairs(judgments=["NEUTRAL", "CONTRADICTION"])),
+        ValueError, "judgments ['CONTRADICTION', 'NEUTRAL']"),
+    "sick tuples mismatched lengths": (
+        lambda tmp: __import__("keras_space.datasets", fromlist=["x"]).sick_contrastive_tuples(
+            _sick_pairs(sentences_b=["e f"])),
+        ValueError, "'sentences_b': 1"),
+    "info_nce negative logit_scale": (
+        lambda tmp: InfoNCE(learnable_temperature=True)(
+            None, np.stack([np.eye(3, dtype="float32")] * 2, axis=1), logit_scale=-5.0),
+        ValueError, "logit_scale=-5.0"),
+    "info_nce negative logit_scale tensor": (
+        lambda tmp: InfoNCE(learnable_temperature=True)(
+            None, np.stack([np.eye(3, dtype="float32")] * 2, axis=1),
+            logit_scale=tf.constant(-5.0)),
+        ValueError, "`logit_scale` must hold a positive finite scale"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OBSCURE_30))
+def test_issue_30_obscure_errors_name_the_argument(name, tmp_path):
+    call, error, words = OBSCURE_30[name]
+    with pytest.raises(error) as caught:
+        call(tmp_path)
+    assert words in str(caught.value), str(caught.value)
+
+
+def test_p_tuning_refuses_ids_past_the_vocabulary_and_masks_holding_two():
+    import keras_hub
+
+    from keras_space.models import p_tuning_model
+
+    gpt2 = keras_hub.models.GPT2Backbone(vocabulary_size=64, num_layers=1, num_heads=2,
+                                         hidden_dim=8, intermediate_dim=16, max_sequence_length=32)
+    model = p_tuning_model(gpt2, num_virtual_tokens=2, head="causal_lm", label_token_ids=[10, 11])
+    ids = np.full((2, 6), 7, "int32")
+    for x, words in (
+        ({"token_ids": ids + 63, "padding_mask": np.ones((2, 6), "int32")},
+         r"`token_ids` must hold ids in \[0, 64\)"),
+        ({"token_ids": ids, "padding_mask": np.full((2, 6), 2, "int32")},
+         "`padding_mask` must hold 0/1 bits only"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            model(x)  # eagerly
+        with pytest.raises(tf.errors.InvalidArgumentError, match=words):
+            model.predict(x, verbose=0)  # in the graph
+
+
+def test_grad_cache_model_exports_after_one_call(tmp_path):
+    encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model = GradCacheModel(encoder, micro_batch_size=2)
+    with pytest.raises(ValueError, match="call the model once"):
+        model.export(tmp_path / "never")
+    want = np.asarray(model((_X4, _X4 + 1)))
+    model.export(tmp_path / "called")  # said "never called" although it was (issue 30)
+    served = tf.saved_model.load(str(tmp_path / "called"))
+    np.testing.assert_allclose(served.serve((_X4, _X4 + 1)), want, rtol=1e-6)

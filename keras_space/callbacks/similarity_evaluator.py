@@ -178,7 +178,12 @@ class SimilarityEvaluator(keras.callbacks.Callback):
                 f"{type(pairs).__name__} of length {len(pairs) if hasattr(pairs, '__len__') else '?'}"
             )
         self.first, self.second = pairs
-        self.scores = np.asarray(scores, dtype="float64")
+        try:
+            self.scores = np.asarray(scores, dtype="float64")
+        except (TypeError, ValueError):
+            raise validation.ArgumentTypeError(
+                f"`scores` must be numbers (gold similarity scores). Received: scores={scores!r}"
+            ) from None
         n1, n2 = _length(self.first), _length(self.second)
         if not n1 == n2 == len(self.scores):
             raise ValueError(

@@ -38,7 +38,7 @@ def load_sick(path):
     `pair_ID<TAB>sentence_A<TAB>sentence_B<TAB>relatedness_score<TAB>entailment_judgment`,
     the judgment one of ENTAILMENT, NEUTRAL, CONTRADICTION. Every refusal names
     `path:line` (a missing or different header, a wrong number of fields, a
-    relatedness that is not a finite number, an unknown judgment, an empty
+    relatedness that is not a finite number in [1, 5], an unknown judgment, an empty
     sentence, bytes that are not UTF-8, a file without pairs).
 
     Args:
@@ -74,6 +74,11 @@ def load_sick(path):
         if not s1.strip() or not s2.strip():
             raise ValueError(f"{path}:{lineno}: an empty sentence")
         value = finite_score(path, lineno, "relatedness_score", score)
+        if not 1.0 <= value <= 5.0:
+            raise ValueError(
+                f"{path}:{lineno}: relatedness_score must lie in [1, 5] (SICK's scale). "
+                f"Received: relatedness_score={score!r}"
+            )
         if judgment not in JUDGMENTS:
             raise ValueError(f"{path}:{lineno}: entailment_judgment {judgment!r} is not one of {JUDGMENTS}")
         ids.append(pair_id)
@@ -121,6 +126,14 @@ def sick_contrastive_tuples(pairs, hard_negatives=True, without_hard_negative="r
     """
     if not isinstance(pairs, SickPairs):
         raise ValueError(f"`pairs` must be a SickPairs from load_sick. Received: pairs of type {type(pairs).__name__}")
+    lengths = {name: len(getattr(pairs, name)) for name in SickPairs._fields}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"`pairs` fields must have one length. Received: pairs with lengths {lengths}")
+    if "ENTAILMENT" not in pairs.judgments:
+        raise ValueError(
+            "`pairs` must hold ENTAILMENT pairs: they are the (anchor, positive) tuples. "
+            f"Received: pairs with judgments {sorted(set(pairs.judgments))}"
+        )
     hard_negatives = validation.strict_bool("hard_negatives", hard_negatives)
     without_hard_negative = validation.choice("without_hard_negative", without_hard_negative, ("random", "drop"))
     rng = np.random.default_rng(validation.non_negative_int("seed", seed))

@@ -61,7 +61,7 @@ class _Widener:
                 "swamps the weights (and 1e300 overflows them). "
                 f"Received: noise={noise!r}"
             )
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(validation.non_negative_int("seed", seed, allow_none=True))
         self.hidden = 1.0 / math.sqrt(self.k)
 
     # --------------------------------------------------------------- arrays

@@ -50,12 +50,7 @@ class MaskedMeanPooling(keras.layers.Layer):
 
     def call(self, inputs, padding_mask=None, mask=None):
         tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        for t in tensors:
-            if len(t.shape) != 3:
-                raise ValueError(
-                    "MaskedMeanPooling expects (batch, sequence, dim) inputs. "
-                    f"Received: inputs shape {tuple(t.shape)}"
-                )
+        _check_shapes([t.shape for t in tensors])
         x = ops.cast(tensors[0], "float32")
         for t in tensors[1:]:
             x = x + ops.cast(t, "float32")
@@ -73,8 +68,26 @@ class MaskedMeanPooling(keras.layers.Layer):
 
     def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
         multiple = isinstance(inputs_shape[0], (list, tuple))
-        shape = inputs_shape[0] if multiple else inputs_shape
-        return (shape[0], shape[2])
+        shapes = list(inputs_shape) if multiple else [inputs_shape]
+        _check_shapes(shapes)
+        return (shapes[0][0], shapes[0][2])
 
     def compute_mask(self, inputs, mask=None, padding_mask=None):
         return None
+
+
+def _check_shapes(shapes):
+    """Every input (batch, sequence, dim), all of one shape where known."""
+    shapes = [tuple(shape) for shape in shapes]
+    if any(len(shape) != 3 for shape in shapes):
+        raise ValueError(
+            "MaskedMeanPooling expects (batch, sequence, dim) inputs. "
+            f"Received: inputs of shapes {shapes}"
+        )
+    for axis in range(3):
+        known = {shape[axis] for shape in shapes if shape[axis] is not None}
+        if len(known) > 1:
+            raise ValueError(
+                "MaskedMeanPooling averages several inputs of one shape. "
+                f"Received: inputs of shapes {shapes}"
+            )

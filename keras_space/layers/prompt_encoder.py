@@ -316,6 +316,19 @@ class PromptEncoder(keras.layers.Layer):
                 "Template mode (placeholder_ids given) needs `token_ids`: "
                 "call `layer(embeddings, token_ids)`."
             )
+        if not keras.backend.standardize_dtype(token_ids.dtype).startswith(("int", "uint")):
+            raise ValueError(
+                "`token_ids` must be integer token ids. "
+                f"Received: token_ids of dtype {keras.backend.standardize_dtype(token_ids.dtype)}"
+            )
+        if len(token_ids.shape) != 2 or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(token_ids.shape, inputs.shape[:2], strict=False)
+        ):
+            raise ValueError(
+                "`token_ids` must be (batch, sequence) like the embeddings "
+                f"{tuple(inputs.shape)}. Received: token_ids of shape {tuple(token_ids.shape)}"
+            )
         ids = ops.convert_to_tensor(self.placeholder_ids, dtype="int32")
         hits = ops.equal(ops.cast(token_ids, "int32")[..., None], ids)  # (b, s, n)
         is_placeholder = ops.any(hits, axis=-1, keepdims=True)

@@ -30,7 +30,15 @@ def _batches(data, batch_size, steps):
                 element = element[0]
             yield np.asarray(element)
         return
-    array = np.asarray(keras.ops.convert_to_numpy(data) if not isinstance(data, np.ndarray) else data)
+    try:
+        array = np.asarray(keras.ops.convert_to_numpy(data) if not isinstance(data, np.ndarray) else data)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.dtype.kind not in "biuf":
+        raise validation.ArgumentTypeError(
+            "`data` must be a numeric (N, d) array, tensor or tf.data.Dataset. "
+            f"Received: data={data!r:.80}"
+        )
     size = batch_size or 4096
     total = array.shape[0] if array.ndim else 0
     limit = total if steps is None else min(total, steps * size)

@@ -127,6 +127,14 @@ class InfoNCE(keras.losses.Loss):
                 "`logit_scale` is only taken with `learnable_temperature=True` (this loss's "
                 f"temperature is fixed at {self.temperature}). Received: logit_scale={logit_scale!r}"
             )
+        if isinstance(logit_scale, (int, float)):
+            logit_scale = validation.positive_float("logit_scale", logit_scale)
+        elif logit_scale is not None:  # a tensor: GradCacheModel's exp(weight), or a user's
+            logit_scale = validation.holds(
+                "logit_scale", logit_scale,
+                ops.logical_and(ops.isfinite(logit_scale), logit_scale > 0),
+                "a positive finite scale 1 / temperature",
+            )
         # Keras's Loss casts its inputs to floatx (float32) unless told a dtype: float64
         # embeddings would silently lose their precision, so they keep it here.
         dtype = self._dtype

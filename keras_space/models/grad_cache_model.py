@@ -69,6 +69,16 @@ def _common_batch_size(parts):
     return validation.holds("x", parts, ok, what), sizes[0]
 
 
+def _numeric(value):
+    """Whether `value` (array, tensor, list) holds numbers."""
+    try:
+        dtype = getattr(value, "dtype", None) or np.asarray(value).dtype
+        return keras.backend.standardize_dtype(dtype).startswith(
+            ("float", "int", "uint", "bfloat", "bool"))
+    except (TypeError, ValueError):
+        return False
+
+
 def _tuple_weights(sample_weight, batch):
     """`sample_weight` as a (batch,) tensor, refused unless finite and >= 0, one per tuple."""
     weights = ops.convert_to_tensor(sample_weight)
@@ -229,7 +239,31 @@ class GradCacheModel(keras.Model):
         return ops.stack([ops.cast(e, dtype) for e in embeddings], axis=1)
 
     def call(self, inputs, training=None):
-        return self._embed(_tuple_parts(inputs), training)
+        parts = _tuple_parts(inputs)
+        # what `export` serves (Keras records no input shapes for a model built eagerly)
+        self._called_with = [(tuple(t.shape), keras.backend.standardize_dtype(t.dtype))
+                             for t in parts]
+        return self._embed(parts, training)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+               **kwargs):
+        """`keras.Model.export`, serving the tuple structure of the last call.
+
+        To serve sentence embeddings, export the encoder itself
+        (`model.encoder.export(path)`): this one takes (anchors, positives, ...).
+        """
+        if input_signature is None:
+            called = getattr(self, "_called_with", None)
+            if called is None:
+                raise ValueError(
+                    "GradCacheModel.export serves the structure of a call: call the model once "
+                    "(model((anchors, positives))) or pass `input_signature` (to serve "
+                    "embeddings, export the encoder: model.encoder.export(path))."
+                )
+            input_signature = [tuple(tf.TensorSpec((None, *shape[1:]), dtype)
+                                     for shape, dtype in called)]
+        return super().export(filepath, format=format, verbose=verbose,
+                              input_signature=input_signature, **kwargs)
 
     def compile(self, *args, **kwargs):
         """`keras.Model.compile`; with `InfoNCE(learnable_temperature=True)` it also
@@ -386,7 +420,17 @@ class GradCacheModel(keras.Model):
                 "classes (pass per-tuple `sample_weight` instead). Received: class_weight of "
                 f"type {type(bound['class_weight']).__name__}"
             )
+        if isinstance(x, (tuple, list)) and any(part is None for part in x):
+            raise ValueError(
+                f"GradCacheModel takes {_X_FORMAT}; every part must be data. Received: x with "
+                f"None at positions {[i for i, part in enumerate(x) if part is None]}"
+            )
         sample_weight = bound.get("sample_weight")
+        if sample_weight is not None and not _numeric(sample_weight):
+            raise validation.ArgumentTypeError(
+                "`sample_weight` must be numbers, one weight per tuple. "
+                f"Received: sample_weight={sample_weight!r:.80}"
+            )
         if sample_weight is not None and y is None:
             y = ops.zeros((ops.shape(sample_weight)[0],), "int32")
         return super().fit(x, y, *args, **kwargs)

@@ -96,8 +96,33 @@ class _RealPositions(keras.layers.Layer):
         return keras.KerasTensor(padding_mask.shape, dtype="int32")
 
 
+@keras.saving.register_keras_serializable(package="keras_space")
+class _CheckedTokenIds(keras.layers.Layer):
+    """Token ids, refused outside [0, vocabulary): a CPU lookup fails obscurely on
+    them and an accelerator's reads garbage."""
+
+    def __init__(self, vocabulary, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary = validation.positive_int("vocabulary", vocabulary)
+
+    def call(self, token_ids):
+        return validation.holds(
+            "token_ids", token_ids,
+            ops.logical_and(token_ids >= 0, token_ids < self.vocabulary),
+            f"ids in [0, {self.vocabulary}) (the backbone's vocabulary)",
+        )
+
+    def compute_output_spec(self, token_ids):
+        return keras.KerasTensor(token_ids.shape, dtype=token_ids.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary": self.vocabulary}
+
+
 def _ones_and_zeros(padding_mask):
-    """A bool or numeric padding mask as int32 ones (real) and zeros (padding)."""
+    """A bool or 0/1 padding mask as int32 ones (real) and zeros (padding); a 2 is refused."""
+    if keras.backend.standardize_dtype(padding_mask.dtype) != "bool":
+        padding_mask = validation.all_bits("padding_mask", padding_mask)
     return ops.cast(ops.cast(padding_mask, "bool"), "int32")
 
 
@@ -312,6 +337,7 @@ def p_tuning_model(
     token_ids = inputs["token_ids"]
     segment_ids = inputs.get("segment_ids")
     padding_mask = inputs["padding_mask"]
+    token_ids = _CheckedTokenIds(_backbones.vocabulary_size(backbone))(token_ids)
     tokens = _backbones.embed_tokens(backbone, token_ids)
     if prefix:
         tokens = prompt(tokens)

@@ -25,7 +25,12 @@ EMBEDDING_RULE = 8.33  # n > 8.33 log N: the rule of thumb for embedding/head si
 
 
 def _check_n(n_samples, name="n_samples"):
-    n = np.asarray(n_samples, dtype="float64")
+    try:
+        n = np.asarray(n_samples, dtype="float64")
+    except (TypeError, ValueError):
+        raise validation.ArgumentTypeError(
+            f"`{name}` must be a number (or array of numbers) >= 1. Received: {name}={n_samples!r}"
+        ) from None
     if n.size == 0 or np.any(~np.isfinite(n)) or np.any(n < 1):
         raise ValueError(f"`{name}` must be >= 1. Received: {name}={n_samples!r}")
     return n

@@ -6,12 +6,15 @@ the Keras mask that arrives with its inputs (from `Embedding(mask_zero=True)`,
 a `Masking` layer, or an upstream layer's `compute_mask`). When both are
 given, **the explicit `padding_mask` argument wins** (keras-hub's rule): it is
 what the caller wrote at this call. A layer with several inputs uses the mask
-of its first input. Without either, every position is real.
+of its first input. Without either, every position is real. A mask that is not
+boolean must hold 0/1 only (a 2 is refused, not read as "real").
 """
 
+import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.utils import validation
 
 
 @keras_space_export("keras_space.utils.masking.resolve_padding_mask", serializable=False)
@@ -39,4 +42,6 @@ def resolve_padding_mask(mask, padding_mask, inputs=None):
                 f"`padding_mask` must have shape (batch, sequence) = {expected} to match the "
                 f"inputs of shape {tuple(inputs.shape)}. Received: padding_mask of shape {received}"
             )
+    if keras.backend.standardize_dtype(m.dtype) != "bool":  # 1/0 ints or floats: no 2s
+        m = validation.all_bits("padding_mask", m)
     return ops.cast(m, "bool")
