@@ -240,9 +240,11 @@ class GradCacheModel(keras.Model):
 
     def call(self, inputs, training=None):
         parts = _tuple_parts(inputs)
-        # what `export` serves (Keras records no input shapes for a model built eagerly)
-        self._called_with = [(tuple(t.shape), keras.backend.standardize_dtype(t.dtype))
-                             for t in parts]
+        # what `export` serves (Keras records no input shapes for a model built eagerly);
+        # untracked: a tracked dict would become a wrapper the exporter cannot read
+        object.__setattr__(self, "_called_with", keras.tree.map_structure(
+            lambda t: tf.TensorSpec((None, *t.shape[1:]), keras.backend.standardize_dtype(t.dtype)),
+            parts))
         return self._embed(parts, training)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
@@ -260,8 +262,7 @@ class GradCacheModel(keras.Model):
                     "(model((anchors, positives))) or pass `input_signature` (to serve "
                     "embeddings, export the encoder: model.encoder.export(path))."
                 )
-            input_signature = [tuple(tf.TensorSpec((None, *shape[1:]), dtype)
-                                     for shape, dtype in called)]
+            input_signature = [called]
         return super().export(filepath, format=format, verbose=verbose,
                               input_signature=input_signature, **kwargs)
 
