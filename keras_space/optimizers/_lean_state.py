@@ -20,6 +20,8 @@ their copy from their own entries).
 
 import warnings
 
+import keras
+
 
 class OwnVariablesOnly:
     def save_own_variables(self, store):
@@ -55,3 +57,30 @@ def moving_averages(optimizer, variables):
         )
     }
     return [table[id(v)] for v in variables]
+
+
+def checked_apply_arguments(optimizer, grads, trainable_variables):
+    """(grads, variables) for a wrapper's `apply`: built on first use, one gradient per
+    variable, only the variables it was built for (it keeps state per variable)."""
+    grads = list(grads)
+    if trainable_variables is None:
+        if not optimizer.built:
+            raise ValueError(
+                "Call `optimizer.build(trainable_variables)` or pass `trainable_variables`."
+            )
+        trainable_variables = optimizer._trainable_variables
+    trainable_variables = list(trainable_variables)
+    if not optimizer.built:
+        with keras.name_scope(optimizer.name, caller=optimizer):
+            optimizer.build(trainable_variables)
+        optimizer.built = True
+    if len(grads) != len(trainable_variables):
+        raise ValueError(f"Got {len(grads)} gradients for {len(trainable_variables)} variables.")
+    known = {id(v) for v in optimizer._trainable_variables}
+    unknown = [v.path for v in trainable_variables if id(v) not in known]
+    if unknown:
+        raise ValueError(
+            f"{type(optimizer).__name__} was built for other variables (it keeps state per "
+            f"variable it was built with). Received unknown variables: {unknown[:5]}"
+        )
+    return grads, trainable_variables

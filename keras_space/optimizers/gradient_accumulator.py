@@ -10,7 +10,11 @@ import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
-from keras_space.optimizers._lean_state import OwnVariablesOnly, moving_averages
+from keras_space.optimizers._lean_state import (
+    OwnVariablesOnly,
+    checked_apply_arguments,
+    moving_averages,
+)
 from keras_space.utils import validation
 
 _BASE_DEFAULTS = {
@@ -183,29 +187,7 @@ class GradientAccumulator(OwnVariablesOnly, keras.optimizers.Optimizer):
     # --- the update -------------------------------------------------------
 
     def apply(self, grads, trainable_variables=None):
-        grads = list(grads)
-        if trainable_variables is None:
-            if not self.built:
-                raise ValueError(
-                    "Call `optimizer.build(trainable_variables)` or pass `trainable_variables`."
-                )
-            trainable_variables = self._trainable_variables
-        trainable_variables = list(trainable_variables)
-        if not self.built:
-            with keras.name_scope(self.name, caller=self):
-                self.build(trainable_variables)
-            self.built = True
-        if len(grads) != len(trainable_variables):
-            raise ValueError(
-                f"Got {len(grads)} gradients for {len(trainable_variables)} variables."
-            )
-        known = {id(v) for v in self._trainable_variables}
-        unknown = [v.path for v in trainable_variables if id(v) not in known]
-        if unknown:
-            raise ValueError(
-                "GradientAccumulator was built for other variables (it keeps one accumulator "
-                f"per variable it was built with). Received unknown variables: {unknown[:5]}"
-            )
+        grads, trainable_variables = checked_apply_arguments(self, grads, trainable_variables)
         if keras.backend.backend() == "tensorflow":
             self._tf_apply(grads, trainable_variables)
         else:

@@ -21,7 +21,7 @@ import keras
 
 from keras_space.api_export import keras_space_export
 from keras_space.models import _backbones
-from keras_space.optimizers._lean_state import OwnVariablesOnly
+from keras_space.optimizers._lean_state import OwnVariablesOnly, checked_apply_arguments
 from keras_space.utils import validation
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
@@ -238,21 +238,7 @@ class LayerwiseLearningRate(OwnVariablesOnly, keras.optimizers.Optimizer):
         return self._variables + [v for copy in self._copies for v in copy.variables]
 
     def apply(self, grads, trainable_variables=None):
-        grads = list(grads)
-        if trainable_variables is None:
-            if not self.built:
-                raise ValueError(
-                    "Call `optimizer.build(trainable_variables)` or pass `trainable_variables`."
-                )
-            trainable_variables = self._trainable_variables
-        trainable_variables = list(trainable_variables)
-        if not self.built:
-            with keras.name_scope(self.name, caller=self):
-                self.build(trainable_variables)
-        if len(grads) != len(trainable_variables):
-            raise ValueError(
-                f"Got {len(grads)} gradients for {len(trainable_variables)} variables."
-            )
+        grads, trainable_variables = checked_apply_arguments(self, grads, trainable_variables)
         for factor, copy in zip(self._factors, self._copies, strict=True):
             pairs = [(g, v) for g, v in zip(grads, trainable_variables, strict=True)
                      if self._factor_of[self._var_key(v)] == factor]
