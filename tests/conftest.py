@@ -43,3 +43,23 @@ def load_minilm(sequence_length):
     backbone = _minilm_backbone()
     backbone.trainable = True
     return backbone, _minilm_preprocessor(sequence_length)
+
+
+@pytest.fixture
+def saved_model_once(request):
+    """Whether this parametrized contract test is the first variant of its layer class:
+    the SavedModel clause (the costliest) runs once per class, the same variant on
+    every machine and worker, whatever the test order."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None:
+        return True
+    marker = request.node.get_closest_marker("parametrize")
+    names = [n.strip() for n in marker.args[0].split(",")] if isinstance(marker.args[0], str) \
+        else list(marker.args[0])
+    index = callspec.indices[names[0]]
+    for key in ("cls", "layer_cls"):
+        if key in names:
+            position = names.index(key)
+            classes = [values[position] for values in marker.args[1]]
+            return classes.index(classes[index]) == index
+    return index == 0

@@ -30,7 +30,9 @@ layer as one list, e.g. `SmoothMax`), or a dict of arrays (passed as keyword
 arguments, the first being the layer's first `call` argument, e.g.
 `{"inputs": x, "token_ids": ids}`), as Keras core's `run_layer_test` does.
 
-It uses only public Keras and TensorFlow APIs (no `keras.src.testing`).
+It uses public Keras and TensorFlow APIs (not `keras.src.testing`), except one
+private function where Keras has no public one: the masking clause attaches a
+Keras mask with `keras.src.backend.common.masking.set_keras_mask`.
 """
 
 import inspect
@@ -60,7 +62,6 @@ __all__ = [
 
 # What the masking clause writes at padded positions, in turn: whatever they hold.
 _GARBAGE = (np.nan, np.inf, -np.inf, 1e3)
-_EXPORTED = set()  # classes whose SavedModel clause ran in this process ("once")
 
 
 @keras_space_export("keras_space.testing.LayerContractError", serializable=False)
@@ -554,7 +555,7 @@ def run_layer_contract(
     padding_mask=None,
     run_fit=True,
     expect_trainable_change=None,
-    run_saved_model="once",
+    run_saved_model=True,
     run_mixed_precision=True,
     mixed_precision_output_dtype=None,
     rtol=1e-6,
@@ -587,11 +588,10 @@ def run_layer_contract(
             Defaults to True.
         expect_trainable_change: whether a fit step must move a trainable
             weight. Defaults to whether the layer has trainable weights.
-        run_saved_model: run the `model.export()` clause: True, False, or
-            "once" (the first time this process checks `layer_cls`; the
-            clause is the costliest, and what it checks, that the class's
-            weights and call trace into a SavedModel, does not change with
-            the constructor variant). Defaults to `"once"`.
+        run_saved_model: run the `model.export()` clause. It is the costliest,
+            and what it checks (the class's weights and call trace into a
+            SavedModel) rarely changes with the constructor variant: a test of
+            several variants may run it for one of them. Defaults to `True`.
         run_mixed_precision: run the `mixed_float16` clause. Defaults to True.
         mixed_precision_output_dtype: the output dtype(s) expected under
             `mixed_float16`. Defaults to float16 for float outputs.
@@ -645,11 +645,8 @@ def run_layer_contract(
         model, _ = _build_model(fresh, input_data, input_dtypes, call_kwargs)
     reference = _reference(model, input_data, None)
     check_keras_save(model, input_data, rtol, atol, reference)
-    if run_saved_model == "once":
-        run_saved_model = layer_cls not in _EXPORTED
     if run_saved_model:
         check_saved_model(model, input_data, rtol, atol, reference)
-        _EXPORTED.add(layer_cls)
     if run_mixed_precision:
         check_mixed_precision(make, input_data, input_dtypes, call_kwargs, run_fit,
                               mixed_precision_output_dtype)

@@ -1,4 +1,4 @@
-"""The one module that checks arguments.
+"""The one module that checks arguments (internal: not public API).
 
 Every public constructor and function of keras_space checks its arguments
 here, so that one rule holds everywhere and every refusal reads the same:
@@ -31,7 +31,6 @@ import numbers
 import keras
 import numpy as np
 
-from keras_space.api_export import keras_space_export
 
 __all__ = [
     "ArgumentTypeError",
@@ -48,7 +47,6 @@ __all__ = [
 ]
 
 
-@keras_space_export("keras_space.utils.validation.ArgumentTypeError", serializable=False)
 class ArgumentTypeError(TypeError, ValueError):
     """An argument of the wrong type: both a `TypeError` and a `ValueError`."""
 
@@ -69,7 +67,6 @@ def _is_real(value):
     )
 
 
-@keras_space_export("keras_space.utils.validation.positive_int", serializable=False)
 def positive_int(name, value, allow_none=False, minimum=1):
     """An int >= `minimum` (default 1); `bool` is refused. Returns an `int` (or None)."""
     if value is None and allow_none:
@@ -84,7 +81,6 @@ def positive_int(name, value, allow_none=False, minimum=1):
     return int(value)
 
 
-@keras_space_export("keras_space.utils.validation.non_negative_int", serializable=False)
 def non_negative_int(name, value, allow_none=False):
     """An int >= 0; `bool` is refused. Returns an `int` (or None)."""
     return positive_int(name, value, allow_none=allow_none, minimum=0)
@@ -101,7 +97,6 @@ def _real(name, value, what, allow_none):
     return value
 
 
-@keras_space_export("keras_space.utils.validation.finite_float", serializable=False)
 def finite_float(name, value, allow_none=False):
     """A finite real number. Returns a `float` (or None)."""
     what = "a finite number" + (" or None" if allow_none else "")
@@ -111,7 +106,6 @@ def finite_float(name, value, allow_none=False):
     return value
 
 
-@keras_space_export("keras_space.utils.validation.positive_float", serializable=False)
 def positive_float(name, value, allow_none=False, maximum=None, minimum=None):
     """A finite real number > 0 (and in [`minimum`, `maximum`] when given). Returns a `float`."""
     what = "a positive finite number"
@@ -131,7 +125,6 @@ def positive_float(name, value, allow_none=False, maximum=None, minimum=None):
     return value
 
 
-@keras_space_export("keras_space.utils.validation.non_negative_float", serializable=False)
 def non_negative_float(name, value, allow_none=False):
     """A finite real number >= 0. Returns a `float` (or None)."""
     what = "a finite number >= 0" + (" or None" if allow_none else "")
@@ -141,7 +134,6 @@ def non_negative_float(name, value, allow_none=False):
     return value
 
 
-@keras_space_export("keras_space.utils.validation.probability", serializable=False)
 def probability(name, value, inclusive_one=False):
     """A rate in [0, 1) (or [0, 1] with `inclusive_one`). Returns a `float`."""
     what = "a number in [0, 1]" if inclusive_one else "a number in [0, 1)"
@@ -151,7 +143,6 @@ def probability(name, value, inclusive_one=False):
     return value
 
 
-@keras_space_export("keras_space.utils.validation.choice", serializable=False)
 def choice(name, value, choices):
     """One of `choices` (compared with `==`, strings must be exact). Returns `value`."""
     if isinstance(value, (list, dict, set, np.ndarray)) or value not in choices:
@@ -159,7 +150,6 @@ def choice(name, value, choices):
     return value
 
 
-@keras_space_export("keras_space.utils.validation.strict_bool", serializable=False)
 def strict_bool(name, value):
     """`True` or `False` (also numpy's); "no", 0 and None are refused. Returns a `bool`."""
     if not isinstance(value, (bool, np.bool_)):
@@ -167,7 +157,6 @@ def strict_bool(name, value):
     return bool(value)
 
 
-@keras_space_export("keras_space.utils.validation.int_sequence", serializable=False)
 def int_sequence(name, value, allow_none=False, min_length=1, minimum=None, distinct=False):
     """A list/tuple/1-D array of ints (each >= `minimum` when given). Returns a list of `int`."""
     if value is None and allow_none:
@@ -189,7 +178,6 @@ def int_sequence(name, value, allow_none=False, min_length=1, minimum=None, dist
     return values
 
 
-@keras_space_export("keras_space.utils.validation.positive_values", serializable=False)
 def positive_values(name, value, minimum=None, maximum=None):
     """A positive finite number, or an array-like of them (e.g. `sigma`, `kappa`), in
     [`minimum`, `maximum`] when given.
@@ -213,7 +201,6 @@ def positive_values(name, value, minimum=None, maximum=None):
     return value
 
 
-@keras_space_export("keras_space.utils.validation.holds", serializable=False)
 def holds(name, tensor, ok, what):
     """`tensor` (returned) if the boolean tensor `ok` is all True, else an error.
 
@@ -237,13 +224,11 @@ def holds(name, tensor, ok, what):
     return tensor
 
 
-@keras_space_export("keras_space.utils.validation.all_finite", serializable=False)
 def all_finite(name, tensor):
     """A float tensor without NaN or inf (checked at run time inside graphs). Returns it."""
     return holds(name, tensor, keras.ops.isfinite(tensor), "finite values only (no NaN or inf)")
 
 
-@keras_space_export("keras_space.utils.validation.all_bits", serializable=False)
 def all_bits(name, tensor):
     """A tensor of 0/1 values only (checked at run time inside graphs). Returns it."""
     ops = keras.ops

@@ -48,9 +48,10 @@ def test_all_padding_row_pools_to_zero():
 
 
 @pytest.mark.parametrize("data", [H, [H, H2]])
-def test_layer_contract(data):
+def test_layer_contract(data, saved_model_once):
     run_layer_contract(
         MaskedMeanPooling, {}, input_data=data, expected_output_shape=(4, 5), padding_mask=MASK,
+        run_saved_model=saved_model_once,
         expected_num_trainable_weights=0, expected_num_non_trainable_weights=0,
     )
 

@@ -135,7 +135,7 @@ def test_freeze_gives_identical_outputs_without_the_encoder(encoder):
          {"inputs": EMB, "token_ids": IDS}, (3, 5, 8)),
     ],
 )
-def test_layer_contract(kwargs, data, shape):
+def test_layer_contract(kwargs, data, shape, saved_model_once):
     dtypes = {"inputs": "float32", "token_ids": "int32"} if isinstance(data, dict) else None
     run_layer_contract(
         PromptEncoder,
@@ -145,6 +145,7 @@ def test_layer_contract(kwargs, data, shape):
         expected_output_shape=shape,
         padding_mask=IDS != 0,
         expected_num_non_trainable_weights=0,
+        run_saved_model=saved_model_once,
     )
 
 

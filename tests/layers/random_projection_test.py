@@ -52,13 +52,14 @@ def test_seed_gives_the_same_matrix():
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "sparse", "orthogonal"])
-def test_layer_contract(kind):
+def test_layer_contract(kind, saved_model_once):
     x = np.random.default_rng(0).normal(size=(4, 3, 20)).astype("float32")
     run_layer_contract(
         RandomProjection,
         {"units": 8, "kind": kind, "seed": 3},
         input_data=x,
         expected_output_shape=(4, 3, 8),
+        run_saved_model=saved_model_once,
     )
 
 

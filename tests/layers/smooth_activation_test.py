@@ -39,8 +39,9 @@ def hard_tanh(x):
         (SmoothActivation, {"fn": hard_tanh, "sigma": 0.4, "trainable_sigma": True, "num_points": 64}),
     ],
 )
-def test_layer_contract(layer_cls, kwargs):
-    run_layer_contract(layer_cls, kwargs, input_data=X, expected_output_shape=(4, 6))
+def test_layer_contract(layer_cls, kwargs, saved_model_once):
+    run_layer_contract(layer_cls, kwargs, input_data=X, expected_output_shape=(4, 6),
+                       run_saved_model=saved_model_once)
 
 
 def test_smooth_max_contract():

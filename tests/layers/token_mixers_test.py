@@ -266,9 +266,10 @@ def test_bad_arguments(cls, kwargs, match):
     (ExternalAttention, dict(memory_units=6)),
     (SynthesizerAttention, dict(num_heads=2, mode="dense")),
 ])
-def test_layer_contract(cls, kwargs):
+def test_layer_contract(cls, kwargs, saved_model_once):
     run_layer_contract(
         cls, kwargs, input_data=X, expected_output_shape=X.shape, padding_mask=MASK,
+        run_saved_model=saved_model_once,
         # Keras's Dropout owns a SeedGenerator only when its rate is > 0
         expected_num_seed_generators=int(kwargs.get("dropout", 0.0) > 0),
         expected_num_non_trainable_weights=0,

@@ -18,8 +18,9 @@ X = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
         {"kappa": 50.0, "sampler": "wood", "seed": 3},
     ],
 )
-def test_layer_contract(kwargs):
-    run_layer_contract(VonMisesFisher, kwargs, input_data=X, expected_output_shape=(8, 5))
+def test_layer_contract(kwargs, saved_model_once):
+    run_layer_contract(VonMisesFisher, kwargs, input_data=X, expected_output_shape=(8, 5),
+                       run_saved_model=saved_model_once)
 
 
 def test_training_samples_on_the_sphere_around_mu():

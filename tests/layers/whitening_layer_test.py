@@ -146,10 +146,11 @@ def test_model_built_before_adapt():
     "kwargs",
     [{"n_components": 5}, {"beta": 0.0, "gamma": 0.0}, {"mode": "zca", "n_components": 6}],
 )
-def test_layer_contract(kwargs):
+def test_layer_contract(kwargs, saved_model_once):
     run_layer_contract(
         WhiteningLayer,
         kwargs,
+        run_saved_model=saved_model_once,
         input_data=X[:8],
         expected_output_shape=(8, kwargs.get("n_components", 24) if kwargs.get("mode") != "zca" else 24),
         setup=lambda layer: layer.adapt(X),
