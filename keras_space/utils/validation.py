@@ -31,7 +31,6 @@ import numbers
 import keras
 import numpy as np
 
-
 __all__ = [
     "ArgumentTypeError",
     "choice",
