@@ -6,7 +6,7 @@ token mixers, function-preserving widening, gradient accumulation and exact
 large-batch contrastive training by gradient caching.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from keras_space import (
     activations,
