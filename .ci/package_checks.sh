@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Release checks, run by .ci/run after the test suite (issue 31):
+#  0. the documentation site builds with `mkdocs build --strict` (no broken link,
+#     no missing reference entry; `python docs/check_site.py` also serves it and
+#     screenshots it in headless Chromium: run by hand, it needs Debian's chromium);
 #  1. `python -m build` gives a wheel and an sdist that `twine check` accepts;
 #  2. a brand-new venv installs that wheel (not editable) with every dependency
 #     at exactly its declared floor (a constraints file made from the wheel's metadata)
@@ -13,6 +16,9 @@ trap 'rm -rf "$work"' EXIT
 export TF_CPP_MIN_LOG_LEVEL=3 HF_HUB_OFFLINE=1
 
 python -m pip install --quiet build twine uv
+python -m pip install --quiet -e ".[docs]"
+python -m mkdocs build --strict --quiet -d "$work/site"
+echo "docs site: built strictly"
 python -m build --outdir "$work/dist" . > "$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }
 python -m twine check --strict "$work"/dist/*
 wheel=$(ls "$work"/dist/keras_space-*.whl)

@@ -63,3 +63,20 @@ def test_public_looking_helpers_are_exported_or_private():
                 continue
             path = f"{module.__name__}.{name}"
             assert id(obj) in exported or path in allowed, f"{path} looks public: export it or prefix it with _"
+
+
+def test_the_api_reference_lists_exactly_the_public_api():
+    """docs/api/*.md (written by docs/gen_api.py) hold one `::: path` per public symbol."""
+    import glob
+    import os
+    import re
+
+    import docs.gen_api as gen
+
+    pages = glob.glob(os.path.join(os.path.dirname(__file__), "..", "docs", "api", "*.md"))
+    listed = [m for page in pages for m in re.findall(r"^::: (\S+)$", open(page).read(), re.M)]
+    public = [p for paths in gen.public_api().values() for p in paths]
+    assert len(listed) == len(set(listed)), "a symbol is listed twice"
+    assert sorted(listed) == sorted(public), (
+        f"run `python docs/gen_api.py`: missing {sorted(set(public) - set(listed))}, "
+        f"extra {sorted(set(listed) - set(public))}")

@@ -21,9 +21,9 @@ class SmoothLeakyReLU(_SmoothBase):
         sigma: initial kernel width, > 0. Defaults to `1.0`.
         kernel: "gaussian" or "logistic". Defaults to `"gaussian"`.
         trainable_alpha: learn alpha. Defaults to `True`.
-        trainable_sigma: learn the width (parametrised as log sigma).
-        per_channel: one alpha and one width per channel of the last axis.
-        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
+        **kwargs: `trainable_sigma` (learn the width, parametrised as log
+            sigma), `per_channel` (one alpha and one width per channel of the
+            last axis), and the base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
         inputs: a float tensor of any shape.

@@ -47,7 +47,9 @@ class InfoNCE(keras.losses.Loss):
             `temperature`. Defaults to `False`.
         max_logit_scale: the largest 1 / temperature the learned one may reach
             (CLIP's 100). Defaults to `100.0`.
-        reduction, name, dtype: as for any `keras.losses.Loss`.
+        reduction: as for any `keras.losses.Loss`.
+        name: as for any `keras.losses.Loss`.
+        dtype: as for any `keras.losses.Loss`.
             Defaults to `"sum_over_batch_size"`. A `sample_weight` weights
             each tuple's loss (Keras's reductions).
 

@@ -221,9 +221,11 @@ def p_tuning_model(
         backbone: a supported keras-hub backbone (above). Its `trainable` flag
             is set to `train_backbone`.
         num_classes: number of classes (classification head). Defaults to `None`.
-        num_virtual_tokens, encoder, encoder_hidden_dim, dropout, placeholder_ids:
-            passed to `PromptEncoder`. Default to `16`, `"mlp"`, `None`, `0.0`
-            and `None` (prefix mode).
+        num_virtual_tokens: passed to `PromptEncoder`. Defaults to `16`.
+        encoder: passed to `PromptEncoder`. Defaults to `"mlp"`.
+        encoder_hidden_dim: passed to `PromptEncoder`. Defaults to `None`.
+        dropout: passed to `PromptEncoder`. Defaults to `0.0`.
+        placeholder_ids: passed to `PromptEncoder`. Defaults to `None` (prefix mode).
         anchor_token_ids: optional token ids whose embeddings initialise the
             virtual tokens (e.g. the ids of a hand-written prompt). Defaults to `None`.
         head: `"classification"`, `"masked_lm"` or `"causal_lm"`. Defaults

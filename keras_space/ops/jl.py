@@ -139,7 +139,8 @@ def hamming_similarity(a, b, pairwise=False):
     cos(pi * (1 - similarity)) estimates the cosine of the original vectors.
 
     Args:
-        a, b: 0/1 (or boolean) tensors whose last axes have the same length.
+        a: a 0/1 (or boolean) tensor.
+        b: a 0/1 (or boolean) tensor whose last axis has the length of `a`'s.
         pairwise: if True, a is (q, bits) and b is (n, bits) and the result is
             the (q, n) matrix of similarities (one matmul); otherwise a and b
             broadcast elementwise. Defaults to `False`.

@@ -579,9 +579,10 @@ def run_layer_contract(
             `input_data`. Defaults to the arrays' dtypes.
         call_kwargs: extra keyword arguments for `call` (e.g. `training`).
             Defaults to None.
-        expected_num_trainable_weights, expected_num_non_trainable_weights,
-            expected_num_seed_generators: Keras core's counts, checked on the
-            built layer. Default to None (not checked).
+        expected_num_trainable_weights: Keras core's count, checked on the
+            built layer. Defaults to None (not checked).
+        expected_num_non_trainable_weights: likewise. Defaults to None.
+        expected_num_seed_generators: likewise. Defaults to None.
         padding_mask: a (batch, seq) boolean mask for the masking clause.
             Defaults to None (clause skipped).
         run_fit: run the one-step `fit` clause (needs float outputs).
@@ -595,7 +596,8 @@ def run_layer_contract(
         run_mixed_precision: run the `mixed_float16` clause. Defaults to True.
         mixed_precision_output_dtype: the output dtype(s) expected under
             `mixed_float16`. Defaults to float16 for float outputs.
-        rtol, atol: tolerances for "identical outputs". Default to 1e-6.
+        rtol: relative tolerance of "identical outputs". Defaults to 1e-6.
+        atol: absolute tolerance of "identical outputs". Defaults to 1e-6.
         setup: optional callable applied to every fresh layer instance before
             its first call (e.g. `lambda layer: layer.adapt(data)`).
 
