@@ -40,7 +40,7 @@ def keras_space_export(path, serializable=None):
 
     Example:
 
-    ```python
+    ```python notest
     @keras_space_export("keras_space.layers.MyLayer")
     class MyLayer(keras.layers.Layer):
         ...

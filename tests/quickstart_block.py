@@ -6,9 +6,10 @@ import re
 import sys
 import tempfile
 
-text = open(sys.argv[1], encoding="utf-8").read()
-section = text.split("## Quickstart", 1)[1]
-block = re.search(r"```python[^\n]*\n(.*?)```", section, re.S).group(1)
-os.chdir(tempfile.mkdtemp())
-exec(compile(block, "README quickstart", "exec"), {"__name__": "__main__"})
-print("quickstart ran")
+if __name__ == "__main__":
+    text = open(sys.argv[1], encoding="utf-8").read()
+    section = text.split("## Quickstart", 1)[1]
+    block = re.search(r"```python[^\n]*\n(.*?)```", section, re.S).group(1)
+    os.chdir(tempfile.mkdtemp())
+    exec(compile(block, "README quickstart", "exec"), {"__name__": "__main__"})
+    print("quickstart ran")

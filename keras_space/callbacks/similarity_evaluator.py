@@ -154,7 +154,7 @@ class SimilarityEvaluator(keras.callbacks.Callback):
 
     Example:
 
-    ```python
+    ```python fixture:minilm fixture:sts_dir
     import keras_hub
     from keras_space.callbacks import SimilarityEvaluator
     from keras_space.datasets import load_sts
@@ -162,6 +162,7 @@ class SimilarityEvaluator(keras.callbacks.Callback):
     from keras_space.utils import minilm_path
 
     s1, s2, gold = load_sts("../shared/data/sts/2012/MSRpar.test.tsv")
+    s1, s2, gold = s1[:64], s2[:64], gold[:64]  # a quick look; the whole file in practice
     backbone = keras_hub.models.BertBackbone.from_preset(minilm_path())
     pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(minilm_path())
     encoder = sentence_encoder(backbone, pooling="mean")

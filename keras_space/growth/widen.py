@@ -384,12 +384,17 @@ def widen(model, factor, noise=0.0, keep_output_width=False, seed=None):
 
     ```python
     import keras_hub
+    import numpy as np
     from keras_space.growth import narrow_outputs, widen
-    from keras_space.utils import minilm_path
 
-    small = keras_hub.models.BertBackbone.from_preset(minilm_path())
-    big = widen(small, 2, noise=0.01)                # 768 wide, same 12 heads
-    same = narrow_outputs(big(inputs), 2)            # == small(inputs) to ~1e-6
+    # the pretrained MiniLM loads the same way: BertBackbone.from_preset(minilm_path())
+    small = keras_hub.models.BertBackbone(vocabulary_size=100, num_layers=2, num_heads=2,
+                                          hidden_dim=16, intermediate_dim=32)
+    big = widen(small, 2, noise=0.01)                # 32 wide, same 2 heads
+    inputs = {"token_ids": np.array([[2, 17, 5, 3]]), "segment_ids": np.zeros((1, 4), "int32"),
+              "padding_mask": np.ones((1, 4), "int32")}
+    same = narrow_outputs(big(inputs), 2)            # == small(inputs) to float32 rounding
+    np.testing.assert_allclose(same["pooled_output"], small(inputs)["pooled_output"], atol=1e-5)
     ```
 
     References:

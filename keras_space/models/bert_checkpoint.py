@@ -157,7 +157,8 @@ def bert_from_checkpoint(config_path, checkpoint_path, vocab_path=None, lowercas
 
     Example:
 
-    ```python
+    ```python notest
+    # needs a downloaded release; tests/models/bert_checkpoint_test.py makes one from MiniLM
     from keras_space.models import bert_from_checkpoint
 
     bert = bert_from_checkpoint("chinese_L-12_H-768_A-12/bert_config.json",

@@ -180,15 +180,20 @@ class GradCacheModel(keras.Model):
 
     ```python
     import keras
+    import numpy as np
     from keras_space.losses import InfoNCE
     from keras_space.models import GradCacheModel
 
+    rng = np.random.default_rng(0)
+    anchors = rng.normal(size=(256, 32)).astype("float32")
+    positives = anchors + 0.1 * rng.normal(size=(256, 32)).astype("float32")
+    hard_negatives = anchors + rng.normal(size=(256, 32)).astype("float32")
     encoder = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64),
                                 keras.layers.Dropout(0.1), keras.layers.Dense(16)])
-    model = GradCacheModel(encoder, micro_batch_size=32)
+    model = GradCacheModel(encoder, micro_batch_size=32)  # the gradient of batch 128, exactly
     model.compile(optimizer="adam", loss=InfoNCE(temperature=0.05))
-    model.fit((anchors, positives), batch_size=512, epochs=1)
-    model.fit((anchors, positives, hard_negatives), batch_size=512)  # tuples
+    model.fit((anchors, positives), batch_size=128, epochs=1, verbose=0)
+    model.fit((anchors, positives, hard_negatives), batch_size=128, verbose=0)  # tuples
     ```
 
     References:

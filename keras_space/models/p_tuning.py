@@ -250,8 +250,9 @@ def p_tuning_model(
 
     Example:
 
-    ```python
+    ```python fixture:minilm
     import keras, keras_hub
+    import numpy as np
     from keras_space.models import p_tuning_model
     from keras_space.utils import minilm_path
 
@@ -262,13 +263,15 @@ def p_tuning_model(
     model = p_tuning_model(backbone, num_classes=2)   # 16 tokens, MLP, mean pooling
     model.compile(keras.optimizers.AdamW(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(preprocess(["great film", "dull plot"]), [1, 0], epochs=1)
+    model.fit(preprocess(["great film", "dull plot"]), np.array([1, 0]), epochs=1, verbose=0)
 
     # GPT-2: label words scored by the language-model head at the last token
-    gpt2 = keras_hub.models.GPT2Backbone.from_preset("gpt2_base_en")
-    tokenizer = keras_hub.models.GPT2Tokenizer.from_preset("gpt2_base_en")
-    words = [int(tokenizer(w)[0]) for w in (" terrible", " great")]
-    model = p_tuning_model(gpt2, head="causal_lm", label_token_ids=words)
+    # (a small random GPT-2 here; GPT2Backbone.from_preset("gpt2_base_en") and its
+    # tokenizer's ids of " terrible" and " great" in practice)
+    gpt2 = keras_hub.models.GPT2Backbone(vocabulary_size=100, num_layers=1, num_heads=2,
+                                         hidden_dim=16, intermediate_dim=32,
+                                         max_sequence_length=64)
+    model = p_tuning_model(gpt2, head="causal_lm", label_token_ids=[10, 11])
     ```
 
     References:

@@ -80,7 +80,15 @@ def export_for_serving(model, filepath, preprocessor=None, num_texts=1):
 
     Example:
 
-    ```python
+    ```python fixture:minilm fixture:tmp_cwd
+    import keras_hub
+    import tensorflow as tf
+    from keras_space.models import export_for_serving, sentence_encoder
+    from keras_space.utils import minilm_path
+
+    model = sentence_encoder(keras_hub.models.BertBackbone.from_preset(minilm_path()))
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        minilm_path(), sequence_length=32)
     export_for_serving(model, "served", preprocessor=preprocessor)
     # in the server: import tensorflow as tf, tensorflow_text
     served = tf.saved_model.load("served")

@@ -69,7 +69,7 @@ def vmf_log_normalizer(d, kappa):
 
     >>> from keras_space.ops import vmf_log_normalizer
     >>> float(vmf_log_normalizer(3, 1.0))  # log(1 / (2 pi (e - 1/e)))
-    -2.9899...
+    -2.6924636085
     """
     d = _check_dim(d)
     k = _checked_kappa(kappa)

@@ -81,12 +81,16 @@ class GradientAccumulator(OwnVariablesOnly, keras.optimizers.Optimizer):
 
     ```python
     import keras
+    import numpy as np
     from keras_space.optimizers import GradientAccumulator
 
+    x, y = np.random.rand(512, 8), np.random.randint(0, 3, 512)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
     schedule = keras.optimizers.schedules.PolynomialDecay(1e-3, decay_steps=100)
     optimizer = GradientAccumulator(keras.optimizers.AdamW(schedule), steps=8)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=32)  # updates as with batch_size=256
+    model.fit(x, y, batch_size=32, verbose=0)  # updates as with batch_size=256
+    assert int(optimizer.iterations) == 2
     ```
     """
 

@@ -105,8 +105,12 @@ class LayerwiseLearningRate(OwnVariablesOnly, keras.optimizers.Optimizer):
 
     ```python
     import keras
+    import keras_hub
     from keras_space.optimizers import LayerwiseLearningRate, layerwise_decay
 
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=100, num_layers=2, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32)
+    model = keras.Model(backbone.input, keras.layers.Dense(1)(backbone.output["pooled_output"]))
     optimizer = LayerwiseLearningRate(
         keras.optimizers.AdamW(2e-5, weight_decay=0.01),
         layerwise_decay(backbone, decay=0.9),  # embeddings 0.9**(L+1), layer i 0.9**(L-i)
@@ -327,6 +331,12 @@ def layerwise_decay(backbone, decay):
     Example:
 
     ```python
+    import keras
+    import keras_hub
+    from keras_space.optimizers import LayerwiseLearningRate, layerwise_decay
+
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=100, num_layers=2, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32)
     multipliers = layerwise_decay(backbone, decay=0.9)
     optimizer = LayerwiseLearningRate(keras.optimizers.AdamW(2e-5), multipliers)
     ```

@@ -25,9 +25,12 @@ def find_batch_coupled_layers(model):
     Example:
 
     ```python
+    import keras
     from keras_space.utils import find_batch_coupled_layers
 
-    if find_batch_coupled_layers(model):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+                              keras.layers.BatchNormalization()])
+    if find_batch_coupled_layers(model):  # [BatchNormalization]
         print("use LayerNormalization/GroupNormalization, or freeze BatchNormalization")
     ```
     """
