@@ -46,10 +46,8 @@ def _refuse_wrapper(inner_optimizer):
     """`inner_optimizer` must be a plain optimizer: the wrappers go outside this one."""
     from keras_space.optimizers.gradient_accumulator import GradientAccumulator
 
-    wrappers = (LayerwiseLearningRate, GradientAccumulator, keras.optimizers.LossScaleOptimizer)
-    multi = getattr(keras.optimizers, "MultiOptimizer", None)
-    if multi is not None:
-        wrappers += (multi,)
+    wrappers = (LayerwiseLearningRate, GradientAccumulator, keras.optimizers.LossScaleOptimizer,
+                keras.optimizers.MultiOptimizer)
     if not isinstance(inner_optimizer, keras.optimizers.Optimizer) or isinstance(
         inner_optimizer, wrappers
     ):
