@@ -43,7 +43,7 @@ echo "floors installed:"
 "$py" -m pip list 2>/dev/null | grep -iE "^(tensorflow|keras|tf.keras|numpy|ml.dtypes|safetensors|tensorflow-probability) " || true
 
 mkdir "$work/run"
-cp -r "$root/tests" "$root/conftest.py" "$root/README.md" "$work/run/"
+cp -r "$root/tests" "$root/docs" "$root/conftest.py" "$root/README.md" "$work/run/"
 cd "$work/run"
 "$py" - <<'PY'
 import keras_space, os
