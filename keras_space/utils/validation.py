@@ -206,10 +206,24 @@ def holds(name, tensor, ok, what):
     Use the returned tensor: inside a graph it is the one that waits for the check.
 
     Eagerly: a `ValueError` naming the argument and how many entries fail. Inside a
-    traced function (TensorFlow backend): an `InvalidArgumentError` at run time with
-    the same message (a graph cannot raise a Python error when its data arrive).
+    traced function: on TensorFlow an `InvalidArgumentError` at run time with the same
+    message (a graph cannot raise a Python error when its data arrive); on JAX under
+    `jit`, a `jax.debug.callback` raises that `ValueError` when the data arrive (JAX
+    reports it as a runtime error carrying the message).
     """
     message = f"`{name}` must hold {what}"
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if isinstance(ok, jax.core.Tracer):  # under jit: checked when the data arrive
+
+            def check(ok_value):
+                bad = int(np.sum(~np.asarray(ok_value)))
+                if bad:
+                    raise ValueError(f"{message}. Received: {name} with {bad} entries that are not")
+
+            jax.debug.callback(check, ok)
+            return tensor
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
