@@ -9,6 +9,7 @@ from keras_space.layers.masked_mean_pooling import MaskedMeanPooling
 from keras_space.layers.prompt_encoder import PromptEncoder
 from keras_space.models import _backbones
 from keras_space.utils import validation
+from keras_space.utils.masking import resolve_padding_mask
 
 HEADS = ("classification", "masked_lm", "causal_lm")
 POOLINGS = ("mean", "cls", "last")
@@ -98,19 +99,14 @@ class _RealPositions(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_space")
 class _CheckedTokenIds(keras.layers.Layer):
-    """Token ids, refused outside [0, vocabulary): a CPU lookup fails obscurely on
-    them and an accelerator's reads garbage."""
+    """Token ids, refused outside [0, vocabulary) (`validation.all_token_ids`)."""
 
     def __init__(self, vocabulary, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary = validation.positive_int("vocabulary", vocabulary)
 
     def call(self, token_ids):
-        return validation.holds(
-            "token_ids", token_ids,
-            ops.logical_and(token_ids >= 0, token_ids < self.vocabulary),
-            f"ids in [0, {self.vocabulary}) (the backbone's vocabulary)",
-        )
+        return validation.all_token_ids("token_ids", token_ids, self.vocabulary)
 
     def compute_output_spec(self, token_ids):
         return keras.KerasTensor(token_ids.shape, dtype=token_ids.dtype)
@@ -120,10 +116,9 @@ class _CheckedTokenIds(keras.layers.Layer):
 
 
 def _ones_and_zeros(padding_mask):
-    """A bool or 0/1 padding mask as int32 ones (real) and zeros (padding); a 2 is refused."""
-    if keras.backend.standardize_dtype(padding_mask.dtype) != "bool":
-        padding_mask = validation.all_bits("padding_mask", padding_mask)
-    return ops.cast(ops.cast(padding_mask, "bool"), "int32")
+    """A bool or 0/1 padding mask as int32 ones (real) and zeros (padding); a 2 is
+    refused (the one mask rule, `resolve_padding_mask`)."""
+    return ops.cast(resolve_padding_mask(None, padding_mask), "int32")
 
 
 def _gather_positions(x, positions):

@@ -106,15 +106,11 @@ def export_for_serving(model, filepath, preprocessor=None, num_texts=1):
     vocabulary = _token_vocabulary(model)
 
     def run(features):
-        checks = []
         if vocabulary is not None and "token_ids" in features:
-            ids = tf.cast(features["token_ids"], tf.int64)
-            checks.append(tf.debugging.assert_equal(
-                tf.reduce_all((ids >= 0) & (ids < vocabulary)), True,
-                message=f"token_ids must lie in [0, {vocabulary}) (the vocabulary)"))
-        with tf.control_dependencies(checks):
-            return model({name: tf.cast(features[name], dtypes[name]) for name in specs},
-                         training=False)
+            features = dict(features, token_ids=validation.all_token_ids(
+                "token_ids", tf.cast(features["token_ids"], tf.int64), vocabulary))
+        return model({name: tf.cast(features[name], dtypes[name]) for name in specs},
+                     training=False)
 
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -212,17 +212,17 @@ def holds(name, tensor, ok, what):
     reports it as a runtime error carrying the message).
     """
     message = f"`{name}` must hold {what}"
+
+    def refuse_failures(ok_value):  # concrete values: eagerly, or in JAX's callback
+        bad = int(np.sum(~np.asarray(ok_value)))
+        if bad:
+            raise ValueError(f"{message}. Received: {name} with {bad} entries that are not")
+
     if keras.backend.backend() == "jax":
         import jax
 
         if isinstance(ok, jax.core.Tracer):  # under jit: checked when the data arrive
-
-            def check(ok_value):
-                bad = int(np.sum(~np.asarray(ok_value)))
-                if bad:
-                    raise ValueError(f"{message}. Received: {name} with {bad} entries that are not")
-
-            jax.debug.callback(check, ok)
+            jax.debug.callback(refuse_failures, ok)
             return tensor
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -231,9 +231,7 @@ def holds(name, tensor, ok, what):
             check = tf.debugging.assert_equal(tf.reduce_all(ok), True, message=message)
             with tf.control_dependencies([check]):
                 return tf.nest.map_structure(tf.identity, tensor)
-    bad = int(np.sum(~np.asarray(keras.ops.convert_to_numpy(ok))))
-    if bad:
-        raise ValueError(f"{message}. Received: {name} with {bad} entries that are not")
+    refuse_failures(keras.ops.convert_to_numpy(ok))
     return tensor
 
 
@@ -247,4 +245,15 @@ def all_bits(name, tensor):
     ops = keras.ops
     return holds(
         name, tensor, ops.logical_or(ops.equal(tensor, 0), ops.equal(tensor, 1)), "0/1 bits only"
+    )
+
+
+def all_token_ids(name, tensor, vocabulary):
+    """Integer ids in [0, `vocabulary`) only (checked at run time inside graphs): a CPU
+    embedding lookup fails obscurely past the table, an accelerator's reads garbage.
+    Returns the tensor."""
+    ops = keras.ops
+    return holds(
+        name, tensor, ops.logical_and(tensor >= 0, tensor < vocabulary),
+        f"ids in [0, {vocabulary}) (the vocabulary)",
     )

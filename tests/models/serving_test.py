@@ -97,7 +97,7 @@ def test_served_strings_the_tokenizer_cannot_read_the_same_way_are_refused(tmp_p
     by_ids = tf.saved_model.load(str(tmp_path / "ids"))
     features = dict(preprocessor(x=(texts, texts)))
     features["token_ids"] = tf.tensor_scatter_nd_update(features["token_ids"], [[0, 1]], [30522])
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"token_ids must lie in \[0, 30522\)"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`token_ids` must hold ids in \[0, 30522\)"):
         by_ids.serve({k: features[k] for k in ("token_ids", "segment_ids", "padding_mask")})
 
 
