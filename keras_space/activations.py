@@ -42,6 +42,7 @@ import numpy as np
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.ops import _dtype_safe as safe
 from keras_space.utils import validation
 
 KERNELS = ("gaussian", "logistic", "cauchy")
@@ -105,7 +106,7 @@ def _kernel_cdf(z, kernel):
         return 0.5 * _erfc(-z / _SQRT2)
     if kernel == "logistic":
         return ops.sigmoid(z)
-    return 0.5 + ops.arctan(z) / math.pi
+    return 0.5 + safe.arctan(z) / math.pi
 
 
 def _kernel_pdf(z, kernel):
@@ -308,9 +309,9 @@ def smooth_sign(x, sigma=1.0, kernel="gaussian"):
     if kernel == "gaussian":
         y = _erf(u / _SQRT2)
     elif kernel == "logistic":
-        y = ops.tanh(0.5 * u)
+        y = safe.tanh(0.5 * u)
     else:
-        y = (2.0 / math.pi) * ops.arctan(u)
+        y = (2.0 / math.pi) * safe.arctan(u)
     return ops.cast(y, dtype)
 
 
@@ -420,7 +421,7 @@ def smooth_floor(x, sigma=0.1, kernel="gaussian"):
     dtype, x, sigma = _prepare(x, sigma)
     infinite = ops.isinf(x)  # floor's limits: +-inf (u = inf - inf would be NaN)
     finite_x = ops.where(infinite, ops.zeros_like(x), x)
-    m = ops.floor(finite_x)
+    m = safe.floor(finite_x)
     u = finite_x - m  # in [0, 1): keeps sin() and the steps precise for large |x|
     # Direct sum of smoothed steps at the nearby integers (sigma < 1/2).
     s_small = ops.minimum(sigma, _FLOOR_SWITCH)
@@ -433,7 +434,7 @@ def smooth_floor(x, sigma=0.1, kernel="gaussian"):
     s_large = ops.maximum(sigma, _FLOOR_SWITCH)
     fourier = m + u - 0.5
     for n in range(1, _FLOOR_MODES + 1):
-        fourier = fourier + _floor_char(n, s_large, kernel) * ops.sin(
+        fourier = fourier + _floor_char(n, s_large, kernel) * safe.sin(
             2.0 * math.pi * n * u
         ) / (math.pi * n)
     y = ops.where(sigma < _FLOOR_SWITCH, direct, fourier)
@@ -496,7 +497,7 @@ def _lattice_rule(fn, x, sigma, kernel, num_cells):
     h = ops.power(
         2.0, ops.ceil(ops.log2(2.0 * width * sigma / float(num_cells)))
     )
-    r = x - h * ops.floor(x / h)  # x mod h, in [0, h)
+    r = x - h * safe.floor(x / h)  # x mod h, in [0, h)
     j = ops.cast(ops.arange(num_cells), x.dtype)
     # Cell left ends relative to x: multiples of h shifted so b_j + x is on the lattice.
     left = h * (j - num_cells // 2) - r

@@ -1,19 +1,18 @@
 """VonMisesFisher: a latent layer on the unit sphere (vMF-VAE).
 
-Normalisation and the training/inference switch use `keras.ops`; sampling
-and the KL go through `keras_space.ops.vmf`, which is TensorFlow-only
-(TensorFlow Probability's Bessel functions, stateless random ops in
-`tf.while_loop`), so the layer needs the TensorFlow backend.
+Everything is `keras.ops` (sampling and the KL through `keras_space.ops.vmf`,
+random draws from the layer's `SeedGenerator`): TensorFlow and JAX.
 """
 
 import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.ops import _dtype_safe as safe
+from keras_space.ops import _stateless_random as rnd
 from keras_space.ops import vmf
 from keras_space.utils import validation
 
@@ -36,7 +35,10 @@ class VonMisesFisher(keras.layers.Layer):
 
     With the uniform prior on the sphere, KL(q || p) depends only on (d,
     kappa); it is added with `add_loss` in training (mean over the batch) and
-    tracked by the metric `kl` (shown by `fit`). With fixed kappa it is a
+    tracked by the metric `kl` (shown by `fit`; on TensorFlow only: Keras's JAX
+    trainer runs a layer's `call` in a scope that holds no metric state, so
+    there the layer has no metric and `kl_divergence()` gives the value). With
+    fixed kappa it is a
     positive constant that cannot collapse to zero.
 
     Samplers of w:
@@ -124,7 +126,9 @@ class VonMisesFisher(keras.layers.Layer):
         self.sample_in_inference = validation.strict_bool("sample_in_inference", sample_in_inference)
         self.seed = validation.non_negative_int("seed", seed, allow_none=True)
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.kl_metric = keras.metrics.Mean(name="kl")
+        # Keras's JAX trainer cannot update a metric owned by a layer (its stateless
+        # call maps weights and seeds only): no metric there rather than a false 0.
+        self.kl_metric = keras.metrics.Mean(name="kl") if keras.backend.backend() != "jax" else None
 
     def _resolved_sampler(self):
         if self.sampler != "auto":
@@ -166,10 +170,10 @@ class VonMisesFisher(keras.layers.Layer):
             )
 
     def current_kappa(self):
-        """kappa now, as a float64 tensor."""
+        """kappa now, as a float64 tensor (float32 on JAX without x64 mode)."""
         if self.learn_kappa:
-            return tf.exp(tf.cast(self.log_kappa, tf.float64))
-        return tf.constant(self.kappa, tf.float64)
+            return ops.exp(ops.cast(self.log_kappa, vmf.wide_dtype()))
+        return vmf._as_f64(self.kappa)
 
     def kl_divergence(self):
         """KL(vMF(mu, kappa) || uniform on S^{d-1}), float64 scalar."""
@@ -190,26 +194,28 @@ class VonMisesFisher(keras.layers.Layer):
         small |x| is; neither route's unselected value leaks a NaN into them.
         """
         work = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
-        x = tf.cast(inputs, work)
-        squared = tf.reduce_sum(tf.square(x), axis=-1, keepdims=True)
+        x = ops.cast(inputs, work)
+        squared = ops.sum(ops.square(x), axis=-1, keepdims=True)
         tiny = np.finfo(work).tiny / np.finfo(work).eps  # below: digits lost to underflow
-        plain = tf.logical_and(squared >= tiny, squared <= np.finfo(work).max)
+        plain = ops.logical_and(squared >= tiny, squared <= np.finfo(work).max)
 
         def direct():  # rows that are not plain divide by 1 here: finite gradients
-            return x * tf.math.rsqrt(tf.where(plain, squared, tf.ones_like(squared)))
+            return x * ops.rsqrt(ops.where(plain, squared, ops.ones_like(squared)))
 
         def mixed():  # per row, so a row's result never depends on the others
-            return tf.where(plain, direct(), self._rescaled_direction(x))
+            return ops.where(plain, direct(), self._rescaled_direction(x))
 
-        return tf.cast(tf.cond(tf.reduce_all(plain), direct, mixed), tf.float32)
+        return ops.cast(ops.cond(ops.all(plain), direct, mixed), "float32")
 
     def _rescaled_direction(self, x):
-        scale = ops.max(ops.abs(x), axis=-1, keepdims=True, initial=0.0)  # empty batches too
+        # x / |x| does not depend on the scale, so neither does its gradient: stopping it
+        # keeps d(x / scale) / d scale = -x / scale^2, which underflows, out of the graph
+        scale = ops.stop_gradient(ops.max(ops.abs(x), axis=-1, keepdims=True, initial=0.0))  # empty too
         zero = ops.equal(scale, 0.0)  # False for NaN: NaN propagates
         basis = ops.broadcast_to(ops.one_hot(0, self.dim, dtype=x.dtype), ops.shape(x))
         # zero rows take e_1 before the norm: its gradient at 0 would be NaN
         x = ops.where(zero, basis, x / ops.where(zero, ops.ones_like(scale), scale))
-        return x / ops.norm(x, axis=-1, keepdims=True)
+        return x / safe.norm(x, axis=-1, keepdims=True)
 
     def sample(self, mu):
         """A vMF sample around unit vectors `mu` (float32).
@@ -219,9 +225,8 @@ class VonMisesFisher(keras.layers.Layer):
         one uniform angle in an orthonormal basis around mu; d = 2 and 4:
         float64).
         """
-        seed = tf.cast(self.seed_generator.next(), tf.int32)
-        s_w, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        shape = tf.shape(mu)[:-1]
+        s_w, s_noise = rnd.split(rnd.seed_tensor(self.seed_generator), 2)
+        shape = ops.shape(mu)[:-1]
         sampler = self._resolved_sampler()
         w, one_minus_w = vmf._sample_w(
             self.dim,
@@ -235,25 +240,26 @@ class VonMisesFisher(keras.layers.Layer):
         # d = 2, 4: noise nearly along mu is likely enough (P(angle < s) ~ s^(d-1)) that
         # float32 would leave |z| - 1 ~ 1e-5 in big batches; float64 is free there.
         # d = 3 turns one uniform angle around mu instead, exact in float32.
-        work = tf.float64 if self.dim in (2, 4) else tf.float32
-        mu = tf.cast(mu, work)
-        if work == tf.float64:  # and mu unit to float64 precision, or the projection is off as much
-            mu = mu / tf.norm(mu, axis=-1, keepdims=True)
-        w, one_minus_w = tf.cast(w, work), tf.cast(one_minus_w, work)
+        work = vmf.wide_dtype() if self.dim in (2, 4) else "float32"
+        mu = ops.cast(mu, work)
+        if work != "float32":  # and mu unit to float64 precision, or the projection is off as much
+            mu = mu / safe.norm(mu, axis=-1, keepdims=True)
+        w, one_minus_w = ops.cast(w, work), ops.cast(one_minus_w, work)
         if self.dim == 3:
-            angle = tf.random.stateless_uniform(shape, s_noise, maxval=2.0 * math.pi)
+            angle = rnd.uniform(shape, s_noise, "float32", maxval=2.0 * math.pi)
             z = vmf._sample_on_sphere_3d(mu, w, one_minus_w, angle)
         else:
-            noise = tf.random.stateless_normal(tf.shape(mu), s_noise, dtype=work)
+            noise = rnd.normal(ops.shape(mu), s_noise, work)
             z = vmf._sample_on_sphere(mu, w, one_minus_w, noise)
-        return tf.cast(z, tf.float32)
+        return ops.cast(z, "float32")
 
     def call(self, inputs, training=None):
         mu = self.mean_direction(inputs)
         if training:
             kl = ops.cast(self.kl_divergence(), "float32")
             self.add_loss(kl)
-            self.kl_metric.update_state(kl)
+            if self.kl_metric is not None:
+                self.kl_metric.update_state(kl)
         out = self.sample(mu) if training or self.sample_in_inference else mu
         return ops.cast(out, self.compute_dtype)
 

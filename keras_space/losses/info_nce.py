@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.ops import _dtype_safe as safe
 from keras_space.utils import validation
 
 SIMILARITIES = ("cosine", "dot")
@@ -153,8 +154,8 @@ class InfoNCE(keras.losses.Loss):
         a = _at_least_float32(anchors)
         p = ops.cast(candidates, a.dtype)
         if self.similarity == "cosine":
-            a = a / ops.maximum(ops.norm(a, axis=-1, keepdims=True), 1e-12)
-            p = p / ops.maximum(ops.norm(p, axis=-1, keepdims=True), 1e-12)
+            a = a / ops.maximum(safe.norm(a, axis=-1, keepdims=True), 1e-12)
+            p = p / ops.maximum(safe.norm(p, axis=-1, keepdims=True), 1e-12)
         scores = ops.matmul(a, ops.transpose(p))
         if logit_scale is None:
             return scores / self.temperature

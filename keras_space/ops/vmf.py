@@ -12,12 +12,14 @@ theta = arccos w the density is proportional to exp(kappa cos theta)
 sin^{d-2} theta, smooth on [0, pi] for every d >= 2; the tables and the
 implicit gradient below work in theta.
 
-Bessel functions come from TensorFlow Probability's exponentially scaled
-`log_bessel_ive` and `bessel_iv_ratio` (stable for d up to 4096 and kappa from
-1e-3 to 1e5, where scipy's `ive` underflows), in float64.
-
-This module is TensorFlow-specific (the project's first backend): the
-samplers use stateless random ops inside `tf.while_loop`.
+The Bessel functions are this package's own (`_bessel`: the uniform
+asymptotic expansion and a backward recurrence of ratios, accurate to a few
+ulps for d up to 4096 and kappa from 1e-3 to 1e5, where scipy's `ive`
+underflows), in float64. Everything is `keras.ops` and runs on TensorFlow and
+JAX; the samplers draw from explicit seeds (`_stateless_random`) inside
+`keras.ops.while_loop`. On JAX, float64 needs JAX's x64 mode
+(`jax.config.update("jax_enable_x64", True)` or `JAX_ENABLE_X64=1`); without
+it the same code runs in float32 (relative accuracy ~1e-6 instead of ~1e-13).
 
 References:
     - Davidson et al., "Hyperspherical Variational Auto-Encoders",
@@ -28,25 +30,65 @@ References:
       https://arxiv.org/abs/1805.08498
 """
 
+import functools
 import math
 
+import keras
 import numpy as np
-import tensorflow as tf
-import tensorflow_probability as tfp
+from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.ops import _bessel
+from keras_space.ops import _dtype_safe as safe
+from keras_space.ops import _stateless_random as rnd
 from keras_space.utils import validation
 
 
+def wide_dtype():
+    """The dtype of the vMF numerics: float64, or float32 on JAX without x64 mode."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "float64" if jax.config.jax_enable_x64 else "float32"
+    return "float64"
+
+
 def _as_f64(x):
-    return tf.cast(tf.convert_to_tensor(x, dtype_hint=tf.float64), tf.float64)
+    """`x` in the wide dtype (Python numbers and numpy arrays converted exactly)."""
+    if isinstance(x, (int, float, np.ndarray, np.generic, list, tuple)):
+        return ops.convert_to_tensor(np.asarray(x, "float64"), wide_dtype())
+    return ops.cast(x, wide_dtype())
+
+
+def _compiled(*static_argnames):
+    """On JAX, `jax.jit` with these arguments static (d, shapes): called eagerly,
+    each of these functions is hundreds of small ops (and a while loop that JAX
+    would compile anew at every call), compiled once per static signature here;
+    inside a traced function (`fit`) it is inlined. Elsewhere the function itself."""
+
+    def wrap(fn):
+        if keras.backend.backend() != "jax":
+            return fn
+        import jax
+
+        compiled = jax.jit(fn, static_argnames=static_argnames)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):  # Keras variables in as their values
+            args, kwargs = keras.tree.map_structure(
+                lambda a: a.value if isinstance(a, keras.Variable) else a, (args, kwargs))
+            return compiled(*args, **kwargs)
+
+        return call
+
+    return wrap
 
 
 def _checked_kappa(kappa):
-    """kappa as float64, refused unless positive and finite (tensors too, at run time)."""
+    """kappa in the wide dtype, refused unless positive and finite (tensors too, at run time)."""
     validation.positive_values("kappa", kappa)
     k = _as_f64(kappa)
-    return validation.holds("kappa", k, tf.logical_and(k > 0, tf.math.is_finite(k)),
+    return validation.holds("kappa", k, ops.logical_and(k > 0, ops.isfinite(k)),
                             "positive finite values")
 
 
@@ -59,11 +101,28 @@ def _log_sphere_area(d):
     return math.log(2.0) + 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d)
 
 
+def _with_derivative(value_fn, derivative_fn):
+    """value_fn(k) whose gradient in k is derivative_fn(k) (an identity more accurate
+    than differentiating through the Bessel functions)."""
+
+    @ops.custom_gradient
+    def f(k):
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return upstream * derivative_fn(k)
+
+        return value_fn(k), grad
+
+    return f
+
+
 @keras_space_export("keras_space.ops.vmf_log_normalizer")
 def vmf_log_normalizer(d, kappa):
     """log C_d(kappa), the log normaliser of vMF on S^{d-1} (float64 tensor).
 
-    Differentiable in kappa. As kappa -> 0 it tends to -log|S^{d-1}|.
+    Differentiable in kappa (d log C_d / d kappa = -A_d(kappa)). As kappa -> 0
+    it tends to -log|S^{d-1}|.
 
     Example:
 
@@ -72,10 +131,24 @@ def vmf_log_normalizer(d, kappa):
     -2.6924636085
     """
     d = _check_dim(d)
-    k = _checked_kappa(kappa)
+    return _log_normalizer(d, _checked_kappa(kappa))
+
+
+@_compiled("d")
+def _log_normalizer(d, k):
     v = 0.5 * d - 1.0
-    log_iv = tfp.math.log_bessel_ive(tf.constant(v, tf.float64), k) + k
-    return v * tf.math.log(k) - 0.5 * d * math.log(2.0 * math.pi) - log_iv
+    constant = -0.5 * d * math.log(2.0 * math.pi)
+
+    def value(k):
+        return _by_size(
+            k,
+            # small kappa: I_v(k) = (k/2)^v / Gamma(v + 1) 0F1(; v + 1; k^2 / 4)
+            lambda k: constant + v * math.log(2.0) + math.lgamma(v + 1.0)
+            - ops.log1p(_hyp0f1_tail(v + 1.0, _series_argument(k))),
+            lambda k: constant + v * ops.log(k) - (_bessel.log_bessel_ive(v, k) + k),
+        )
+
+    return _with_derivative(value, lambda k: -_mean_resultant_length(d, k))(k)
 
 
 @keras_space_export("keras_space.ops.vmf_mean_resultant_length")
@@ -89,45 +162,54 @@ def vmf_mean_resultant_length(d, kappa):
     0.9
     """
     d = _check_dim(d)
-    k = _checked_kappa(kappa)
+    return _mean_resultant_length(d, _checked_kappa(kappa))
+
+
+@_compiled("d")
+def _mean_resultant_length(d, k):
     v = 0.5 * d - 1.0
 
-    def series():
+    def series(k):
         # small kappa: A = (kappa / 2) / (v + 1) * 0F1(; v + 2; z) / 0F1(; v + 1; z)
         z = _series_argument(k)
         return (0.5 * k / (v + 1.0)) * (1.0 + _hyp0f1_tail(v + 2.0, z)) / (
             1.0 + _hyp0f1_tail(v + 1.0, z)
         )
 
-    return _by_size(k, series, lambda: tfp.math.bessel_iv_ratio(tf.constant(0.5 * d, tf.float64), k))
+    return _by_size(k, series, lambda k: _bessel.bessel_iv_ratio(v, k))
 
 
 _SERIES_TERMS = 40
-
-
-def _use_series(k):
-    return tf.square(k) / 4.0 < 1.0
+_SERIES_LIMIT = 2.0  # the power series below kappa = 2 (kappa^2 / 4 < 1)
 
 
 def _by_size(k, series, direct):
-    """series() where kappa^2 / 4 < 1, else direct(). A scalar kappa (the
-    layers') runs only the branch it needs (tf.cond): the two branches are
-    hundreds of scalar ops, a quarter of a vMF-VAE training step when both
-    ran; a tensor of kappas gets both, selected element-wise."""
-    if k.shape.rank == 0:
-        return tf.cond(_use_series(k), series, direct)
-    return tf.where(_use_series(k), series(), direct())
+    """series(k) where kappa < 2, else direct(k); each branch sees kappa clamped to
+    its range, so the unused one stays finite (and so do its gradients). A scalar
+    kappa (the layers') runs only the branch it needs (`ops.cond`): the branches are
+    hundreds of scalar ops; a tensor of kappas gets both, selected element-wise."""
+    small = k < _SERIES_LIMIT
+
+    def run_series():
+        return series(ops.minimum(k, _SERIES_LIMIT))
+
+    def run_direct():
+        return direct(ops.maximum(k, _SERIES_LIMIT))
+
+    if len(k.shape) == 0:
+        return ops.cond(small, run_series, run_direct)
+    return ops.where(small, run_series(), run_direct())
 
 
 def _series_argument(k):
     """z = kappa^2 / 4, clamped to 1 so an unused series branch stays finite."""
-    return tf.minimum(tf.square(k) / 4.0, 1.0)
+    return ops.minimum(ops.square(k) / 4.0, 1.0)
 
 
 def _hyp0f1_tail(b, z):
     """0F1(; b; z) - 1 = sum_{n>=1} z^n / (n! (b)_n), for 0 <= z <= 1."""
-    term = tf.ones_like(z)
-    total = tf.zeros_like(z)
+    term = ops.ones_like(z)
+    total = ops.zeros_like(z)
     for n in range(1, _SERIES_TERMS):
         term = term * z / (n * (b + n - 1.0))
         total = total + term
@@ -138,8 +220,8 @@ def _hyp0f1_tail(b, z):
 def vmf_kl_to_uniform(d, kappa):
     """KL(vMF(mu, kappa) || uniform on S^{d-1}) = kappa A_d + log C_d + log|S^{d-1}|.
 
-    Positive, depending only on (d, kappa). For small kappa^2 / d the sum
-    cancels catastrophically, so there it is computed as
+    Positive, depending only on (d, kappa). For small kappa the sum cancels
+    catastrophically, so there it is computed as
     kappa A_d(kappa) - log 0F1(; d/2; kappa^2 / 4) by its power series.
     Differentiable in kappa (float64 tensor).
 
@@ -153,81 +235,81 @@ def vmf_kl_to_uniform(d, kappa):
     return _kl_to_uniform(d, _checked_kappa(kappa))
 
 
+@_compiled("d")
 def _kl_to_uniform(d, k):
     v = 0.5 * d - 1.0
 
-    @tf.custom_gradient
-    def kl(k):
-        a = vmf_mean_resultant_length(d, k)
-        value = _by_size(
+    def value(k):
+        a = _mean_resultant_length(d, k)
+        return _by_size(
             k,
-            lambda: k * a - tf.math.log1p(_hyp0f1_tail(v + 1.0, _series_argument(k))),
-            lambda: k * a + vmf_log_normalizer(d, k) + _log_sphere_area(d),
+            lambda k: k * a - ops.log1p(_hyp0f1_tail(v + 1.0, _series_argument(k))),
+            lambda k: k * a + _log_normalizer(d, k) + _log_sphere_area(d),
         )
 
-        def grad(upstream):
-            # dKL/dkappa = kappa A'(kappa), A' = 1 - A^2 - (d - 1) A / kappa: a
-            # difference of O(1) terms, far more accurate than differentiating
-            # through the Bessel functions.
-            return upstream * (k * (1.0 - a) * (1.0 + a) - (d - 1.0) * a)
+    def derivative(k):
+        # dKL/dkappa = kappa A'(kappa), A' = 1 - A^2 - (d - 1) A / kappa: a
+        # difference of O(1) terms, far more accurate than differentiating
+        # through the Bessel functions.
+        a = _mean_resultant_length(d, k)
+        return k * (1.0 - a) * (1.0 + a) - (d - 1.0) * a
 
-        return value, grad
-
-    return kl(k)
+    return _with_derivative(value, derivative)(k)
 
 
 # --- samplers of w ----------------------------------------------------------
 
 
+@_compiled("d", "shape", "max_iterations")
 def _wood_sample_w(d, kappa, shape, seed, max_iterations=100):
     """Wood's (1994) rejection sampler of w, vectorised and in-graph (float64).
 
-    Every element draws proposals until one is accepted (a tf.while_loop that
+    Every element draws proposals until one is accepted (a while loop that
     stops when all are); the acceptance rate is above 1/2 for every d and
     kappa. `kappa` broadcasts against `shape`; `seed` is a stateless seed
-    (shape (2,) int tensor). 1 - w is returned too, computed without
-    cancellation (it is ~1/kappa small for large kappa).
+    (a pair of ints or a seed tensor). 1 - w is returned too, computed without
+    cancellation (it is ~1/kappa small for large kappa). No gradient flows
+    through the loop (the implicit one is attached by `_sample_w`).
     """
-    k = tf.broadcast_to(_as_f64(kappa), shape)
+    dtype = wide_dtype()
+    k = ops.broadcast_to(ops.stop_gradient(_as_f64(kappa)), shape)
     dm1 = float(d - 1)
-    root = tf.sqrt(4.0 * tf.square(k) + dm1**2)
+    root = ops.sqrt(4.0 * ops.square(k) + dm1**2)
     b = dm1 / (2.0 * k + root)  # = (-2 kappa + root) / (d - 1), stable
     x0 = (1.0 - b) / (1.0 + b)
     one_minus_x0 = 2.0 * b / (1.0 + b)
-    c = k * x0 + dm1 * tf.math.log(one_minus_x0 * (1.0 + x0))
-    alpha = tf.constant(0.5 * dm1, tf.float64)
-    seed = tf.cast(seed, tf.int32)
+    c = k * x0 + dm1 * ops.log(one_minus_x0 * (1.0 + x0))
+    seed = rnd.seed_tensor(seed)
 
     def body(i, w, one_minus_w, done):
-        s = tf.random.experimental.stateless_fold_in(seed, i)
-        s1, s2, s3 = tf.unstack(tf.random.experimental.stateless_split(s, 3))
-        g1 = tf.random.stateless_gamma(shape, s1, alpha=alpha, dtype=tf.float64)
-        g2 = tf.random.stateless_gamma(shape, s2, alpha=alpha, dtype=tf.float64)
+        s1, s2, s3 = rnd.split(rnd.fold_in(seed, i), 3)
+        g1 = rnd.gamma(shape, s1, 0.5 * dm1, dtype)
+        g2 = rnd.gamma(shape, s2, 0.5 * dm1, dtype)
         e = g1 / (g1 + g2)
-        u = tf.random.stateless_uniform(shape, s3, dtype=tf.float64)
+        u = rnd.uniform(shape, s3, dtype)
         denom = 1.0 - (1.0 - b) * e
         cand = (1.0 - (1.0 + b) * e) / denom
         cand_1mw = 2.0 * b * e / denom  # 1 - cand
         one_minus_x0w = one_minus_x0 + x0 * cand_1mw
-        accept = k * cand + dm1 * tf.math.log(one_minus_x0w) - c >= tf.math.log(u)
-        take = tf.logical_and(accept, tf.logical_not(done))
+        accept = k * cand + dm1 * ops.log(one_minus_x0w) - c >= ops.log(u)
+        take = ops.logical_and(accept, ops.logical_not(done))
         return (
             i + 1,
-            tf.where(take, cand, w),
-            tf.where(take, cand_1mw, one_minus_w),
-            tf.logical_or(done, accept),
+            ops.where(take, cand, w),
+            ops.where(take, cand_1mw, one_minus_w),
+            ops.logical_or(done, accept),
         )
 
     def cond(i, w, one_minus_w, done):
-        return tf.logical_and(i < max_iterations, tf.logical_not(tf.reduce_all(done)))
+        return ops.logical_and(i < max_iterations, ops.logical_not(ops.all(done)))
 
     init = (
-        tf.constant(0, tf.int32),
-        tf.ones(shape, tf.float64),
-        tf.zeros(shape, tf.float64),
-        tf.zeros(shape, tf.bool),
+        ops.convert_to_tensor(0, "int32"),
+        ops.ones(shape, dtype),
+        ops.zeros(shape, dtype),
+        ops.zeros(shape, "bool"),
     )
-    _, w, one_minus_w, _ = tf.while_loop(cond, body, init)
+    _, w, one_minus_w, _ = ops.while_loop(cond, body, init)
     return w, one_minus_w
 
 
@@ -246,12 +328,12 @@ def _closed_form_w(kappa, u):
     """
     k = _as_f64(kappa)
     v = 1.0 - u
-    p = v * -tf.math.expm1(-2.0 * k)  # 1 - (u + (1 - u) e^{-2 kappa})
+    p = v * -ops.expm1(-2.0 * k)  # 1 - (u + (1 - u) e^{-2 kappa})
     near = p <= 0.5
-    t_near = -tf.math.log1p(-tf.minimum(p, 0.5)) / k
-    tail = u + v * tf.exp(-2.0 * k)  # 0 only for u = 0 with e^{-2 kappa} underflowing
-    t_tail = -tf.math.log(tf.where(tail > 0.0, tail, 1.0)) / k
-    one_minus_w = tf.where(near, t_near, tf.where(tail > 0.0, tf.minimum(t_tail, 2.0), 2.0))
+    t_near = -ops.log1p(-ops.minimum(p, 0.5)) / k
+    tail = u + v * ops.exp(-2.0 * k)  # 0 only for u = 0 with e^{-2 kappa} underflowing
+    t_tail = -ops.log(ops.where(tail > 0.0, tail, 1.0)) / k
+    one_minus_w = ops.where(near, t_near, ops.where(tail > 0.0, ops.minimum(t_tail, 2.0), 2.0))
     return 1.0 - one_minus_w, one_minus_w
 
 
@@ -294,19 +376,20 @@ def _inverse_cdf_table(d, kappa, size=4096, grid=1 << 16):
     return np.interp(u, cdf[keep], theta[keep])
 
 
+@_compiled("shape")
 def _table_sample_w(table, shape, seed):
     """w = cos(theta) with theta interpolated from an inverse-CDF table (float64)."""
     table = _as_f64(table)
-    size = tf.cast(tf.shape(table)[0] - 1, tf.float64)
-    u = tf.random.stateless_uniform(shape, tf.cast(seed, tf.int32), dtype=tf.float64)
-    pos = u * size
-    idx = tf.minimum(tf.cast(tf.floor(pos), tf.int32), tf.cast(size, tf.int32) - 1)
-    frac = pos - tf.cast(idx, tf.float64)
-    left = tf.gather(table, idx)
-    right = tf.gather(table, idx + 1)
+    size = table.shape[0] - 1
+    u = rnd.uniform(shape, rnd.seed_tensor(seed), wide_dtype())
+    pos = u * float(size)
+    idx = ops.minimum(ops.cast(safe.floor(pos), "int32"), size - 1)
+    frac = pos - ops.cast(idx, pos.dtype)
+    left = ops.take(table, idx)
+    right = ops.take(table, idx + 1)
     theta = left + frac * (right - left)
-    w = tf.cos(theta)
-    one_minus_w = 2.0 * tf.square(tf.sin(0.5 * theta))
+    w = safe.cos(theta)
+    one_minus_w = 2.0 * ops.square(safe.sin(0.5 * theta))
     return w, one_minus_w
 
 
@@ -315,6 +398,7 @@ def _table_sample_w(table, shape, seed):
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(96)
 
 
+@_compiled("d")
 def _dw_dkappa(w, d, kappa):
     """dw/dkappa at fixed CDF value (implicit reparameterisation), float64.
 
@@ -332,37 +416,36 @@ def _dw_dkappa(w, d, kappa):
     curvature of log q at theta_w).
     """
     w = _as_f64(w)
-    k = tf.broadcast_to(_as_f64(kappa), tf.shape(w))
+    k = ops.broadcast_to(_as_f64(kappa), ops.shape(w))
     dm2 = float(d - 2)
-    a = tfp.math.bessel_iv_ratio(tf.constant(0.5 * d, tf.float64), k)
-    theta = tf.acos(tf.clip_by_value(w, -1.0, 1.0))
-    sin_t = tf.sin(theta)
+    a = _mean_resultant_length(d, k)
+    theta = safe.arccos(ops.clip(w, -1.0, 1.0))
+    sin_t = safe.sin(theta)
     # mode of q: cos(theta*) solves kappa (1 - c^2) = (d - 2) c
-    c_mode = (-dm2 + tf.sqrt(dm2**2 + 4.0 * tf.square(k))) / (2.0 * k)
-    theta_mode = tf.acos(tf.clip_by_value(c_mode, -1.0, 1.0))
+    c_mode = (-dm2 + ops.sqrt(dm2**2 + 4.0 * ops.square(k))) / (2.0 * k)
+    theta_mode = safe.arccos(ops.clip(c_mode, -1.0, 1.0))
     below = theta <= theta_mode  # integrate over [0, theta] (towards smaller phi)
-    length = tf.where(below, theta, math.pi - theta)
-    slope = tf.abs(-k * sin_t + dm2 * tf.cos(theta) / tf.maximum(sin_t, 1e-300))
-    curvature = k * tf.cos(theta) + dm2 / tf.maximum(tf.square(sin_t), 1e-300)
-    rate = tf.maximum(slope, tf.sqrt(tf.maximum(curvature, 1e-12)))
-    rate = tf.maximum(rate, 1e-3 / tf.maximum(length, 1e-300))
-    span = -tf.math.expm1(-rate * length)  # 1 - e^{-rate L}
-    v = tf.constant(0.5 * (_GL_NODES + 1.0), tf.float64)
-    gw = tf.constant(0.5 * _GL_WEIGHTS, tf.float64)
-    ex = lambda t: tf.expand_dims(t, -1)  # noqa: E731
-    s = -tf.math.log1p(-ex(span) * v) / ex(rate)
+    length = ops.where(below, theta, math.pi - theta)
+    slope = ops.abs(-k * sin_t + dm2 * safe.cos(theta) / ops.maximum(sin_t, 1e-300))
+    curvature = k * safe.cos(theta) + dm2 / ops.maximum(ops.square(sin_t), 1e-300)
+    rate = ops.maximum(slope, ops.sqrt(ops.maximum(curvature, 1e-12)))
+    rate = ops.maximum(rate, 1e-3 / ops.maximum(length, 1e-300))
+    span = -ops.expm1(-rate * length)  # 1 - e^{-rate L}
+    v = ops.convert_to_tensor(0.5 * (_GL_NODES + 1.0), w.dtype)
+    gw = ops.convert_to_tensor(0.5 * _GL_WEIGHTS, w.dtype)
+    ex = lambda t: ops.expand_dims(t, -1)  # noqa: E731
+    s = -ops.log1p(-ex(span) * v) / ex(rate)
     ds = ex(span / rate) / (1.0 - ex(span) * v)
-    phi = tf.where(ex(below), ex(theta) - s, ex(theta) + s)
-    phi = tf.clip_by_value(phi, 0.0, math.pi)
-    log_ratio = ex(k) * (tf.cos(phi) - ex(tf.cos(theta)))
+    phi = ops.where(ex(below), ex(theta) - s, ex(theta) + s)
+    phi = ops.clip(phi, 0.0, math.pi)
+    log_ratio = ex(k) * (safe.cos(phi) - ex(safe.cos(theta)))
     if d > 2:
         log_ratio += dm2 * (
-            tf.math.log(tf.maximum(tf.sin(phi), 1e-300)) - ex(tf.math.log(tf.maximum(sin_t, 1e-300)))
+            ops.log(ops.maximum(safe.sin(phi), 1e-300)) - ex(ops.log(ops.maximum(sin_t, 1e-300)))
         )
-    integrand = (tf.cos(phi) - ex(a)) * tf.exp(tf.minimum(log_ratio, 0.0)) * ds
-    integral = tf.reduce_sum(integrand * gw, axis=-1)
-    sign = tf.where(below, tf.constant(1.0, tf.float64), tf.constant(-1.0, tf.float64))
-    return sign * sin_t * integral
+    integrand = (safe.cos(phi) - ex(a)) * ops.exp(ops.minimum(log_ratio, 0.0)) * ds
+    integral = ops.sum(integrand * gw, axis=-1)
+    return ops.where(below, sin_t, -sin_t) * integral
 
 
 def _sample_w(d, kappa, shape, seed, sampler=None, table=None, reparameterize_kappa=False):
@@ -374,33 +457,35 @@ def _sample_w(d, kappa, shape, seed, sampler=None, table=None, reparameterize_ka
     if sampler is None:
         sampler = "table" if table is not None else ("closed_form" if d == 3 else "wood")
     if sampler == "closed_form":
-        u = tf.random.stateless_uniform(shape, tf.cast(seed, tf.int32), dtype=tf.float64)
+        u = rnd.uniform(shape, rnd.seed_tensor(seed), wide_dtype())
         w, one_minus_w = _closed_form_w(kappa, u)
         if reparameterize_kappa:
             return w, one_minus_w
-        return tf.stop_gradient(w), tf.stop_gradient(one_minus_w)
+        return ops.stop_gradient(w), ops.stop_gradient(one_minus_w)
     if sampler == "table":
         w, one_minus_w = _table_sample_w(table, shape, seed)
     else:
         w, one_minus_w = _wood_sample_w(d, kappa, shape, seed)
+    w = ops.stop_gradient(w)
+    one_minus_w = ops.stop_gradient(one_minus_w)
     if not reparameterize_kappa:
-        return tf.stop_gradient(w), tf.stop_gradient(one_minus_w)
-    k = tf.broadcast_to(_as_f64(kappa), shape)
-    w = tf.stop_gradient(w)
-    one_minus_w = tf.stop_gradient(one_minus_w)
+        return w, one_minus_w
+    k = ops.broadcast_to(_as_f64(kappa), ops.shape(w))
 
-    @tf.custom_gradient
+    @ops.custom_gradient
     def attach(kappa_in):
         grad_w = _dw_dkappa(w, d, kappa_in)
 
-        def grad(upstream):
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
             return upstream * grad_w
 
-        return tf.identity(w), grad
+        return w + ops.zeros_like(kappa_in), grad
 
     w_rep = attach(k)
     # 1 - w moves by -dw: same gradient path, no cancellation in the value.
-    one_minus_w_rep = one_minus_w - (w_rep - tf.stop_gradient(w_rep))
+    one_minus_w_rep = one_minus_w - (w_rep - ops.stop_gradient(w_rep))
     return w_rep, one_minus_w_rep
 
 
@@ -418,15 +503,15 @@ def _sample_on_sphere(mu, w, one_minus_w, noise):
     smallest angle is ~1e-2, a relative error ~1e-3 float32 eps. d = 3 has
     its own route, `_sample_on_sphere_3d`, exact in float32.
     """
-    dot = tf.expand_dims(tf.einsum("...d,...d->...", noise, mu), -1)
-    orth_sq = tf.expand_dims(tf.einsum("...d,...d->...", noise, noise), -1) - tf.square(dot)
-    b = tf.expand_dims(_sine(one_minus_w), -1) * tf.math.rsqrt(tf.maximum(orth_sq, 1e-30))
-    return (tf.expand_dims(w, -1) - b * dot) * mu + b * noise
+    dot = ops.sum(noise * mu, axis=-1, keepdims=True)
+    orth_sq = ops.sum(ops.square(noise), axis=-1, keepdims=True) - ops.square(dot)
+    b = ops.expand_dims(_sine(one_minus_w), -1) * ops.rsqrt(ops.maximum(orth_sq, 1e-30))
+    return (ops.expand_dims(w, -1) - b * dot) * mu + b * noise
 
 
 def _sine(one_minus_w):
     """sqrt(1 - w^2) from 1 - w, without the cancellation of 1 - w^2."""
-    return tf.sqrt(tf.maximum(one_minus_w * (2.0 - one_minus_w), 0.0))
+    return ops.sqrt(ops.maximum(one_minus_w * (2.0 - one_minus_w), 0.0))
 
 
 def _sample_on_sphere_3d(mu, w, one_minus_w, angle):
@@ -444,13 +529,13 @@ def _sample_on_sphere_3d(mu, w, one_minus_w, angle):
     moves the sample of a fixed angle but not its distribution (uniform
     around mu), so pathwise gradients stay unbiased.
     """
-    x, y, z = tf.unstack(mu, axis=-1)
-    s = tf.where(z >= 0.0, tf.ones_like(z), -tf.ones_like(z))
+    x, y, z = mu[..., 0], mu[..., 1], mu[..., 2]
+    s = ops.where(z >= 0.0, ops.ones_like(z), -ops.ones_like(z))
     a = -1.0 / (s + z)
     xya = x * y * a
     r = _sine(one_minus_w)
-    c, t = r * tf.cos(angle), r * tf.sin(angle)
-    return tf.stack(
+    c, t = r * safe.cos(angle), r * safe.sin(angle)
+    return ops.stack(
         [
             w * x + c * (1.0 + s * a * x * x) + t * xya,
             w * y + c * (s * xya) + t * (s + a * y * y),

@@ -1,0 +1,141 @@
+"""Modified Bessel functions of the first kind for the vMF numerics, on `keras.ops`.
+
+log I_v(x) and the ratio I_{v+1}(x) / I_v(x), for a static order v >= 0 (a
+Python number: the vMF order d/2 - 1 is known when the graph is built) and
+x > 0, on every backend:
+
+- at orders nu >= 20 by the uniform (Debye) asymptotic expansion, DLMF 10.41.3,
+  I_nu(nu z) ~ e^{nu eta} / ((2 pi nu)^{1/2} (1 + z^2)^{1/4}) sum_k U_k(p) / nu^k,
+  with 14 terms: uniform in z in (0, inf), relative error below 1e-16 for
+  nu >= 20 (the terms fall like k! / (2 pi nu)^k ... well past k = 14);
+- below order 20, from order nu = v + n (n = ceil(20 - v)) down by the
+  recurrence of the ratios r_j = I_{j+1} / I_j, 1 / r_j = 2 (j + 1) / x + r_{j+1}
+  (backward, hence stable: every term is positive), and
+  log I_v = log I_nu - sum_j log r_j.
+
+The ratio at the top order is the difference of two expansions written so
+that the O(x) parts cancel analytically (no cancellation of large logs). Both
+functions are accurate to a few float64 ulps relative (log I_v absolute
+~1e-15 |log I_v|), checked against mpmath for v up to 2047 and x from 1e-3 to 1e5.
+"""
+
+import math
+from fractions import Fraction
+
+from keras import ops
+
+_TOP = 20  # the lowest order the expansion is used at
+_TERMS = 14
+
+
+def _debye_polynomials(terms):
+    """Coefficients (lowest degree first) of U_0..U_{terms-1}, DLMF 10.41.9-10:
+    U_{k+1}(p) = p^2 (1 - p^2) U_k'(p) / 2 + (1/8) int_0^p (1 - 5 t^2) U_k(t) dt."""
+    polys = [[Fraction(1)]]
+    for _ in range(terms - 1):
+        u = polys[-1]
+        nxt = [Fraction(0)] * (len(u) + 3)
+        for j, c in enumerate(u):
+            if j:  # p^2 (1 - p^2) j c p^{j-1} / 2
+                nxt[j + 1] += Fraction(j) * c / 2
+                nxt[j + 3] -= Fraction(j) * c / 2
+            nxt[j + 1] += c / (8 * (j + 1))  # (1/8) int t^j
+            nxt[j + 3] -= 5 * c / (8 * (j + 3))  # -(5/8) int t^{j+2}
+        polys.append(nxt)
+    return polys
+
+
+_U = _debye_polynomials(_TERMS)
+
+
+def _series_coefficients(nu):
+    """sum_{k>=1} U_k(p) / nu^k as one polynomial in p (float coefficients,
+    lowest degree first): nu is static, so the sum costs one Horner pass."""
+    degree = max(len(u) for u in _U)
+    coefficients = [0.0] * degree
+    for k, u in enumerate(_U[1:], start=1):
+        for j, c in enumerate(u):
+            coefficients[j] += float(c) / nu**k
+    while coefficients and coefficients[-1] == 0.0:
+        coefficients.pop()
+    return coefficients
+
+
+def _horner(coefficients, p):
+    total = ops.zeros_like(p) + coefficients[-1]
+    for c in reversed(coefficients[:-1]):
+        total = total * p + c
+    return total
+
+
+def _hypot(a, x):
+    """sqrt(a^2 + x^2) for a static a > 0 and x > 0, without overflow."""
+    big = ops.maximum(x, a)
+    small = ops.minimum(x, a)
+    return big * ops.sqrt(1.0 + ops.square(small / big))
+
+
+def _log_series(nu, x, s):
+    """log sum_k U_k(p) / nu^k with p = nu / s (as log1p of the tail)."""
+    return ops.log1p(_horner(_series_coefficients(nu), nu / s))
+
+
+def _log_ive_top(nu, x):
+    """log(I_nu(x) e^{-x}) by the expansion (nu >= _TOP)."""
+    s = _hypot(nu, x)
+    # s - x = nu^2 / (s + x), no cancellation
+    return (
+        nu * nu / (s + x)
+        + nu * ops.log(x / (nu + s))
+        - 0.5 * ops.log(2.0 * math.pi * s)
+        + _log_series(nu, x, s)
+    )
+
+
+def _log_ratio_top(nu, x):
+    """log(I_{nu+1}(x) / I_nu(x)) by the expansion, the large parts cancelled by hand."""
+    s0, s1 = _hypot(nu, x), _hypot(nu + 1.0, x)
+    ds = (2.0 * nu + 1.0) / (s0 + s1)  # s1 - s0
+    return (
+        ds
+        + ops.log(x / (nu + 1.0 + s1))
+        - nu * ops.log1p((1.0 + ds) / (nu + s0))
+        - 0.5 * ops.log1p(ds / s0)
+        + _log_series(nu + 1.0, x, s1)
+        - _log_series(nu, x, s0)
+    )
+
+
+def _start(v):
+    """The order the expansion starts from: v itself, or v + n >= _TOP."""
+    n = max(0, math.ceil(_TOP - v))
+    return v + n, n
+
+
+def _ratios(v, x):
+    """[r_v, ..., r_{nu-1}] and r_nu with r_j = I_{j+1}(x) / I_j(x), nu = v + n."""
+    nu, n = _start(v)
+    r = ops.exp(_log_ratio_top(nu, x))
+    top = r
+    below = []
+    for j in range(n - 1, -1, -1):  # order v + j
+        r = 1.0 / (2.0 * (v + j + 1.0) / x + r)
+        below.append(r)
+    return below[::-1], top
+
+
+def log_bessel_ive(v, x):
+    """log(I_v(x) e^{-x}) for a static order v >= 0 and a tensor x > 0."""
+    nu, n = _start(v)
+    log_ive = _log_ive_top(nu, x)
+    if n:
+        below, _ = _ratios(v, x)
+        for r in below:
+            log_ive = log_ive - ops.log(r)
+    return log_ive
+
+
+def bessel_iv_ratio(v, x):
+    """I_{v+1}(x) / I_v(x) for a static order v >= 0 and a tensor x > 0."""
+    below, top = _ratios(v, x)
+    return below[0] if below else top

@@ -1,0 +1,75 @@
+"""Backend-neutral helpers for the tests that run on TensorFlow and on JAX.
+
+The tests compute gradients through these (a `tf.GradientTape` on TensorFlow,
+`jax.grad` / `jax.jacfwd` on JAX), so one test body checks both backends.
+"""
+
+import keras
+import numpy as np
+
+BACKEND = keras.backend.backend()
+
+
+def f64(x):
+    """A float64 tensor holding `x` exactly."""
+    return keras.ops.convert_to_tensor(np.asarray(x, "float64"), "float64")
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def grad(f, *args):
+    """The gradients of sum(f(*args)) in each of `args` (tensors), as numpy arrays."""
+    if BACKEND == "jax":
+        import jax
+
+        total = lambda *a: jax.numpy.sum(f(*a))  # noqa: E731
+        return [np.asarray(g) for g in jax.grad(total, argnums=tuple(range(len(args))))(*args)]
+    import tensorflow as tf
+
+    args = [tf.convert_to_tensor(a) for a in args]
+    with tf.GradientTape() as tape:
+        for a in args:
+            tape.watch(a)
+        total = tf.reduce_sum(f(*args))
+    return [None if g is None else g.numpy() for g in tape.gradient(total, args)]
+
+
+def derivative(f, x):
+    """d f(x) / d x for a scalar tensor `x` and any output shape (numpy)."""
+    if BACKEND == "jax":
+        import jax
+
+        return np.asarray(jax.jacfwd(f)(x))
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = f(x)
+    return tape.jacobian(y, x).numpy()
+
+
+def value_and_variable_grads(fn, variables):
+    """(fn()'s value, its gradients in `variables` as numpy), for a `fn` of no
+    arguments that reads Keras variables and returns a scalar, or (scalar, aux)
+    (then the value is (scalar, aux))."""
+    def split(out):
+        return out if isinstance(out, tuple) else (out, None)
+
+    if BACKEND == "jax":
+        import jax
+
+        def f(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
+                return split(fn())
+
+        (value, aux), grads = jax.value_and_grad(f, has_aux=True)([v.value for v in variables])
+        grads = [np.asarray(g) for g in grads]
+    else:
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value, aux = split(fn())
+        grads = [g.numpy() for g in tape.gradient(value, [v.value for v in variables])]
+    return ((value, aux) if aux is not None else value), grads
