@@ -183,7 +183,7 @@ def test_mean_direction_gradient_at_zero_tiny_and_huge_rows(dtype):
     for batch in (rows, rows[2:3]):  # mixed rows, and a batch of plain rows only
         x = keras.ops.convert_to_tensor(batch, dtype)
         (grad,) = grad_of(lambda x: keras.ops.cast(layer.mean_direction(x), "float64")
-                          * weights[:len(batch)], x)
+                          * weights[:len(x)], x)
         grad = grad.astype("float64")
         assert np.all(np.isfinite(grad))
         for i, row in enumerate(np.asarray(x, "float64")):
