@@ -24,9 +24,14 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
 def pytest_collection_modifyitems(config, items):
+    tensorflow = keras.backend.backend() == "tensorflow"
     for item in items:
         if "minilm" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+        marker = item.get_closest_marker("tensorflow_only")
+        if marker is not None and not tensorflow:
+            reason = marker.args[0] if marker.args else "TensorFlow by nature"
+            item.add_marker(pytest.mark.skip(reason=f"TensorFlow by nature: {reason}"))
 
 
 @pytest.fixture(autouse=True)

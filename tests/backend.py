@@ -71,5 +71,5 @@ def value_and_variable_grads(fn, variables):
 
         with tf.GradientTape() as tape:
             value, aux = split(fn())
-        grads = [g.numpy() for g in tape.gradient(value, [v.value for v in variables])]
+        grads = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(value, [v.value for v in variables])]
     return ((value, aux) if aux is not None else value), grads

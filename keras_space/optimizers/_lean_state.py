@@ -59,6 +59,20 @@ def moving_averages(optimizer, variables):
     return [table[id(v)] for v in variables]
 
 
+def unshare_buffers(variables):
+    """On JAX, give each variable its own buffer after an EMA overwrite.
+
+    `finalize_variable_values` assigns each average to its model variable, so both
+    hold the same JAX array, and the next `fit` donates that buffer twice ("Attempt
+    to donate the same buffer twice": a second `fit` with `use_ema=True` fails so in
+    Keras 3.15 with any optimizer). The wrappers copy the values once there.
+    """
+    if keras.backend.backend() != "jax":
+        return
+    for variable in variables:
+        variable.assign(keras.ops.copy(variable.value))
+
+
 def checked_apply_arguments(optimizer, grads, trainable_variables):
     """(grads, variables) for a wrapper's `apply`: built on first use, one gradient per
     variable, only the variables it was built for (it keeps state per variable)."""

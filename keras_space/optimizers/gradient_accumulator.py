@@ -1,6 +1,9 @@
 """GradientAccumulator: exact large-batch updates from k micro-batches.
 
-The dense path uses `keras.ops`. The sparse path (`tf.IndexedSlices` from
+The dense path uses `keras.ops`; on JAX, `fit` calls `stateless_apply`, which
+computes the new accumulators, counter and (every k-th call) the inner
+optimizer's `stateless_apply` as values, selected by `ops.cond` (nothing is
+assigned inside the traced branches). The sparse path (`tf.IndexedSlices` from
 `Embedding` gradients, accumulated with `scatter_add`) and the replica path
 (per-replica accumulators, `merge_call` once per real update under
 `tf.distribute`) are TensorFlow-only.
@@ -14,6 +17,7 @@ from keras_space.optimizers._lean_state import (
     OwnVariablesOnly,
     checked_apply_arguments,
     moving_averages,
+    unshare_buffers,
 )
 from keras_space.utils import validation
 
@@ -187,6 +191,7 @@ class GradientAccumulator(OwnVariablesOnly, keras.optimizers.Optimizer):
 
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)
+        unshare_buffers(var_list)
 
     # --- the update -------------------------------------------------------
 
@@ -195,7 +200,71 @@ class GradientAccumulator(OwnVariablesOnly, keras.optimizers.Optimizer):
         if keras.backend.backend() == "tensorflow":
             self._tf_apply(grads, trainable_variables)
         else:
-            self._common_apply(grads, trainable_variables)
+            self._stateless_assign(grads, trainable_variables)
+
+    def _stateless_assign(self, grads, trainable_variables):
+        """`apply` through `stateless_apply` (JAX: a traced `ops.cond` cannot assign)."""
+        given = dict(zip(map(id, trainable_variables), grads, strict=True))
+        new_trainable, new_optimizer = self.stateless_apply(
+            [v.value for v in self.variables],
+            [given.get(id(v)) for v in self._trainable_variables],
+            [v.value for v in self._trainable_variables],
+        )
+        for variable, value in zip(self._trainable_variables + self.variables,
+                                   list(new_trainable) + list(new_optimizer), strict=True):
+            variable.assign(value)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """`apply` as a pure function of the values (what Keras's JAX trainer calls).
+
+        Returns (new trainable values, new optimizer values), the optimizer values in
+        the order of `self.variables` (own variables, then the inner optimizer's).
+        """
+        if keras.backend.backend() == "tensorflow":
+            return super().stateless_apply(optimizer_variables, grads, trainable_variables)
+        if not self.built:
+            raise ValueError(
+                f"To call `stateless_apply`, {type(self).__name__} must be built: call "
+                "`optimizer.build(trainable_variables)` first."
+            )
+        if len(optimizer_variables) != len(self.variables):
+            raise ValueError(
+                f"`optimizer_variables` must hold one value per optimizer variable "
+                f"({len(self.variables)}). Received: {len(optimizer_variables)} values"
+            )
+        # Keras's LossScaleOptimizer passes its inner optimizer's variables themselves,
+        # read in its StatelessScope: their values there are the ones to use.
+        optimizer_variables, trainable_variables = (
+            [v.value if isinstance(v, keras.Variable) else v for v in values]
+            for values in (optimizer_variables, trainable_variables))
+        own_count = len(self._variables)
+        own = dict(zip(map(id, self._variables), optimizer_variables[:own_count], strict=True))
+        inner_values = list(optimizer_variables[own_count:])
+        trainable_values = list(trainable_variables)
+        accumulated = [
+            own[id(acc)] if g is None else own[id(acc)] + ops.cast(g, acc.dtype)
+            for g, acc in zip(grads, map(self._accumulator_for, self._trainable_variables),
+                              strict=True)
+        ]
+        step = own[id(self.micro_step)] + 1
+
+        def update():  # a variable without a gradient now is not updated (as in `apply`)
+            means = [None if g is None else ops.cast(a / float(self.steps), v.dtype)
+                     for g, a, v in zip(grads, accumulated, self._trainable_variables, strict=True)]
+            new_trainable, new_inner = self.inner_optimizer.stateless_apply(
+                inner_values, means, trainable_values)
+            return (list(new_trainable), list(new_inner),
+                    [ops.zeros_like(a) for a in accumulated], ops.zeros_like(step))
+
+        def wait():
+            return trainable_values, inner_values, accumulated, step
+
+        new_trainable, new_inner, accumulated, step = ops.cond(step >= self.steps, update, wait)
+        new_own = {id(self.micro_step): step}
+        new_own.update(zip((id(a) for a in map(self._accumulator_for, self._trainable_variables)),
+                           accumulated, strict=True))
+        own_values = [new_own.get(id(v), own[id(v)]) for v in self._variables]
+        return new_trainable, own_values + list(new_inner)
 
     def _accumulator_for(self, variable):
         return self._accumulators[self._get_variable_index(variable)]

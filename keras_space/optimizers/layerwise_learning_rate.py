@@ -21,7 +21,11 @@ import keras
 
 from keras_space.api_export import keras_space_export
 from keras_space.models import _backbones
-from keras_space.optimizers._lean_state import OwnVariablesOnly, checked_apply_arguments
+from keras_space.optimizers._lean_state import (
+    OwnVariablesOnly,
+    checked_apply_arguments,
+    unshare_buffers,
+)
 from keras_space.utils import validation
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
@@ -252,6 +256,7 @@ class LayerwiseLearningRate(OwnVariablesOnly, keras.optimizers.Optimizer):
         for copy in self._copies:
             if copy._trainable_variables:
                 copy.finalize_variable_values(copy._trainable_variables)
+        unshare_buffers(var_list)
 
     @property
     def _model_variables_moving_average(self):

@@ -6,7 +6,6 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_space.optimizers import (
     GradientAccumulator,
@@ -14,6 +13,7 @@ from keras_space.optimizers import (
     layerwise_decay,
 )
 from keras_space.optimizers.schedules import PiecewiseLinear, warmup_linear_decay
+from tests.backend import value_and_variable_grads
 
 
 def _numpy_piecewise(step, points):
@@ -90,18 +90,20 @@ GROUPS = {"low/.*": 0.25, "mid/.*": 0.5}  # "top" keeps the default 1
 
 
 def _model():
+    # sigmoid, not tanh: Keras 3.15 computes tanh of float64 in float32 on JAX
     keras.utils.set_random_seed(3)
     x = keras.Input((4,), dtype="float64")
-    h = keras.layers.Dense(5, activation="tanh", name="low", dtype="float64")(x)
-    h = keras.layers.Dense(5, activation="tanh", name="mid", dtype="float64")(h)
+    h = keras.layers.Dense(5, activation="sigmoid", name="low", dtype="float64")(x)
+    h = keras.layers.Dense(5, activation="sigmoid", name="mid", dtype="float64")(h)
     y = keras.layers.Dense(1, name="top", dtype="float64")(h)
     return keras.Model(x, y)
 
 
 def _grads(model, x, y):
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.square(model(x) - y))
-    return tape.gradient(loss, model.trainable_variables)
+    def loss():
+        return keras.ops.sum(keras.ops.square(model(x) - y)) / float(np.size(y))
+
+    return value_and_variable_grads(loss, model.trainable_variables)[1]
 
 
 OPTIMIZERS = {
@@ -273,8 +275,11 @@ def test_accumulator_keras_file_is_the_inner_file_plus_one_float32_copy(tmp_path
     revived = keras.saving.load_model(tmp_path / "old.keras")
     for m in (model, revived):
         m.fit(x[6:], x[6:], batch_size=2, verbose=0)
+    # JAX compiles the revived model's step anew, and XLA may order the 300-term float32
+    # sums of that compilation differently: equal to float32 rounding there
+    exact = keras.backend.backend() == "tensorflow"
     for a, b in zip(revived.trainable_variables, model.trainable_variables, strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=0 if exact else 1e-6)
     assert int(revived.optimizer.iterations) == int(model.optimizer.iterations) == 2
 
 
@@ -287,13 +292,15 @@ def test_float64_rates_stay_float64_through_the_wrapper():
         x, y = rng.normal(size=(16, 4)), rng.normal(size=(16, 1))
         for rate in (0.05, warmup_linear_decay(0.05, 0, 10)):
             ours, reference = _model(), _model()
-            ours.compile(LayerwiseLearningRate(keras.optimizers.SGD(rate), GROUPS), "mse")
+            # the squared error of the one output (Keras's "mse" averages in float32 on JAX)
+            ours.compile(LayerwiseLearningRate(keras.optimizers.SGD(rate), GROUPS),
+                         lambda t, p: keras.ops.sum(keras.ops.square(t - p), axis=-1))
             grads = _grads(reference, x, y)
             ours.fit(x, y, batch_size=16, verbose=0, shuffle=False)
             for g, v, w in zip(grads, reference.trainable_variables, ours.trainable_variables,
                                strict=True):
                 factor = {"low": 0.25, "mid": 0.5}.get(v.path.split("/")[0], 1.0)
-                np.testing.assert_array_equal(w.numpy(), v.numpy() - 0.05 * factor * g.numpy())
+                np.testing.assert_array_equal(w.numpy(), v.numpy() - 0.05 * factor * np.asarray(g))
     finally:
         keras.config.set_floatx("float32")
 

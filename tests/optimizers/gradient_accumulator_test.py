@@ -5,10 +5,11 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from keras_space.optimizers import GradientAccumulator
 from keras_space.testing import run_on_logical_cpus
+from tests.backend import value_and_variable_grads
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(96, 8)).astype("float32")
@@ -76,12 +77,17 @@ def large_batch_true_gradient(model, optimizer, x, batch_size, epochs=2):
     """The large-batch run with each step's true gradient (IndexedSlices densified)."""
     for _ in range(epochs):
         for start in range(0, len(x), batch_size):
-            with tf.GradientTape() as tape:
-                pred = model(x[start : start + batch_size])
-                loss = tf.reduce_mean(tf.square(pred - Y[start : start + batch_size]))
-            grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+            grads = batch_gradients(model, x[start : start + batch_size], Y[start : start + batch_size])
             optimizer.apply(grads, model.trainable_variables)
     return model
+
+
+def batch_gradients(model, x, y):
+    """The dense gradients of the batch's mean squared error in the model's weights."""
+    def loss():
+        return ops.sum(ops.square(model(x) - y)) / float(np.size(y))
+
+    return value_and_variable_grads(loss, model.trainable_variables)[1]
 
 
 def test_sparse_embedding_gradients():
@@ -97,7 +103,10 @@ def test_sparse_embedding_gradients():
     assert_same_weights(big, small)
 
 
+@pytest.mark.tensorflow_only("tf.IndexedSlices are TensorFlow's sparse gradients")
 def test_indexed_slices_stay_sparse_until_the_update():
+    import tensorflow as tf
+
     model = embedding_model()
     opt = GradientAccumulator(keras.optimizers.SGD(0.1), steps=3)
     opt.build(model.trainable_variables)
@@ -124,9 +133,8 @@ def test_custom_training_loop():
     model = mlp()
     opt = GradientAccumulator(keras.optimizers.Adam(1e-2), steps=4)
     for start in range(0, 96, 8):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(X[start : start + 8]) - Y[start : start + 8]))
-        opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        opt.apply(batch_gradients(model, X[start : start + 8], Y[start : start + 8]),
+                  model.trainable_variables)
     big = fit(mlp(), keras.optimizers.Adam(1e-2), X, batch_size=32, epochs=1)
     assert_same_weights(big, model)
 
@@ -148,7 +156,12 @@ def test_save_mid_window_and_continue(tmp_path):
     loaded.fit(X[16:], Y[16:], batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert_same_weights(reference, loaded)
 
-    # the same with a tf.train.Checkpoint
+
+@pytest.mark.tensorflow_only("tf.train.Checkpoint is TensorFlow's checkpoint format")
+def test_checkpoint_mid_window_and_continue(tmp_path):
+    import tensorflow as tf
+
+    reference = fit(mlp(), GradientAccumulator(keras.optimizers.Adam(1e-2), 4), X, batch_size=8, epochs=2)
     model2 = mlp()
     opt2 = GradientAccumulator(keras.optimizers.Adam(1e-2), 4)
     model2.compile(optimizer=opt2, loss="mse")
@@ -178,8 +191,8 @@ def test_composes_with_loss_scale_optimizer_and_skips_a_non_finite_window():
     )
     opt.build(model.trainable_variables)
     before = [np.array(v) for v in model.trainable_variables]
-    good = [tf.ones_like(v) for v in model.trainable_variables]
-    bad = [tf.fill(v.shape, np.nan) for v in model.trainable_variables]
+    good = [ops.ones(v.shape, v.dtype) for v in model.trainable_variables]
+    bad = [ops.full(v.shape, np.nan) for v in model.trainable_variables]
     opt.apply(good, model.trainable_variables)
     opt.apply(bad, model.trainable_variables)
     for b, v in zip(before, model.trainable_variables, strict=True):
@@ -258,6 +271,7 @@ MIRRORED = textwrap.dedent(
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy")
 def test_mirrored_strategy_equals_single_device():
     err, it1, it2, differ, micro = run_on_logical_cpus(MIRRORED)
     assert float(err) < 1e-5 and it1 == it2 == "6"
