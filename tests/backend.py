@@ -50,26 +50,48 @@ def derivative(f, x):
     return tape.jacobian(y, x).numpy()
 
 
-def value_and_variable_grads(fn, variables):
+def value_and_variable_grads(fn, variables, state=()):
     """(fn()'s value, its gradients in `variables` as numpy), for a `fn` of no
     arguments that reads Keras variables and returns a scalar, or (scalar, aux)
-    (then the value is (scalar, aux))."""
+    (then the value is (scalar, aux)). The `state` variables (e.g. seed generator
+    states) that `fn` advances keep their new values, as they would eagerly."""
     def split(out):
         return out if isinstance(out, tuple) else (out, None)
 
     if BACKEND == "jax":
         import jax
 
-        def f(values):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
-                return split(fn())
+        state = list(state)
 
-        (value, aux), grads = jax.value_and_grad(f, has_aux=True)([v.value for v in variables])
+        def f(values):
+            mapping = list(zip(variables, values, strict=True))
+            mapping += [(v, v.value) for v in state]
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                value, aux = split(fn())
+            return value, (aux, [scope.get_current_value(v) for v in state])
+
+        (value, (aux, after)), grads = jax.value_and_grad(f, has_aux=True)(
+            [v.value for v in variables])
+        for v, new in zip(state, after, strict=True):
+            v.assign(new)
         grads = [np.asarray(g) for g in grads]
     else:
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
             value, aux = split(fn())
-        grads = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(value, [v.value for v in variables])]
+        grads = [tf.convert_to_tensor(g).numpy()
+                 for g in tape.gradient(value, [v.value for v in variables])]
     return ((value, aux) if aux is not None else value), grads
+
+
+def runtime_errors():
+    """What a failed data check raises inside a compiled step: TensorFlow's
+    InvalidArgumentError, or JAX's runtime error carrying the ValueError's message."""
+    if BACKEND == "jax":
+        import jax
+
+        return (ValueError, jax.errors.JaxRuntimeError)
+    import tensorflow as tf
+
+    return (ValueError, tf.errors.InvalidArgumentError)

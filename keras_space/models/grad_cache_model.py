@@ -1,11 +1,11 @@
 """GradCacheModel: exact large-batch contrastive training in micro-batches.
 
-TensorFlow-only: the three passes run in `tf.while_loop`s with
-`tf.TensorArray`s, gradients come from `tf.GradientTape` (with
-`output_gradients`, which `keras.ops` has no equivalent of), and under
-`tf.distribute` the embeddings are all-gathered with the replica context's
-collectives. Stacking, casting and slicing outside those use `keras.ops` /
-`keras.tree`.
+This module holds what does not depend on the backend: the argument and data
+checks, the micro-batch size, the loss of the embeddings (with the learned
+temperature and the loss scale) and the metrics. The passes that need
+gradients are one small module per backend: `_grad_cache_tf` (`tf.while_loop`,
+`tf.GradientTape` with `output_gradients`, replica gathering under
+`tf.distribute`) and `_grad_cache_jax` (`jax.vjp` of the stateless embedding).
 """
 
 import inspect
@@ -13,7 +13,6 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_space.api_export import keras_space_export
@@ -64,8 +63,8 @@ def _common_batch_size(parts):
                 f"`x` = (anchors, positives, ...) must hold {what}. Received: batch sizes {sizes}"
             )
         return parts, sizes[0]
-    sizes = tf.stack([tf.cast(size, tf.int32) for size in sizes])
-    ok = tf.logical_and(tf.reduce_all(tf.equal(sizes, sizes[0])), sizes[0] > 0)
+    sizes = ops.stack([ops.cast(size, "int32") for size in sizes])
+    ok = ops.logical_and(ops.all(ops.equal(sizes, sizes[0])), sizes[0] > 0)
     return validation.holds("x", parts, ok, what), sizes[0]
 
 
@@ -93,22 +92,6 @@ def _tuple_weights(sample_weight, batch):
     ok = ops.logical_and(ops.all(ops.isfinite(weights)), ops.all(weights >= 0))
     ok = ops.logical_and(ok, ops.equal(ops.shape(weights)[0], batch))
     return validation.holds("sample_weight", weights, ok, f"finite weights >= 0, one per tuple ({batch})")
-
-
-def _gather_across_replicas(local, *extras):
-    """(all replicas' rows concatenated, this replica's row offset, extras gathered too).
-
-    `extras` (labels, sample weights; None stays None) are gathered the same way, so
-    the loss sees the whole global batch with its labels and weights.
-    """
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return local, 0, extras
-    sizes = ctx.all_gather(tf.shape(local)[:1], axis=0)
-    replica = ctx.replica_id_in_sync_group
-    offset = tf.reduce_sum(sizes[:replica])
-    extras = tuple(None if e is None else ctx.all_gather(e, axis=0) for e in extras)
-    return ctx.all_gather(local, axis=0), offset, extras
 
 
 class _AtMost(keras.constraints.Constraint):
@@ -248,7 +231,7 @@ class GradCacheModel(keras.Model):
         # what `export` serves (Keras records no input shapes for a model built eagerly);
         # untracked: a tracked dict would become a wrapper the exporter cannot read
         object.__setattr__(self, "_called_with", keras.tree.map_structure(
-            lambda t: tf.TensorSpec((None, *t.shape[1:]), keras.backend.standardize_dtype(t.dtype)),
+            lambda t: keras.KerasTensor((None, *t.shape[1:]), keras.backend.standardize_dtype(t.dtype)),
             parts))
         return self._embed(parts, training)
 
@@ -267,7 +250,10 @@ class GradCacheModel(keras.Model):
                     "(model((anchors, positives))) or pass `input_signature` (to serve "
                     "embeddings, export the encoder: model.encoder.export(path))."
                 )
-            input_signature = [called]
+            import tensorflow as tf  # a SavedModel is TensorFlow's
+
+            input_signature = [keras.tree.map_structure(
+                lambda spec: tf.TensorSpec(spec.shape, spec.dtype), called)]
         return super().export(filepath, format=format, verbose=verbose,
                               input_signature=input_signature, **kwargs)
 
@@ -325,14 +311,36 @@ class GradCacheModel(keras.Model):
         """The contrastive loss of embeddings `y_pred` (Keras's symbolic build calls it)."""
         return self._loss_value(self._contrastive_loss(), y, y_pred, sample_weight)
 
-    def _chunks(self, batch):
-        m = self.micro_batch_size
-        return (batch + m - 1) // m
+    def _prepared(self, x, y=None, sample_weight=None):
+        """(parts, batch size, y, sample weights), checked."""
+        parts = keras.tree.map_structure(ops.convert_to_tensor, _tuple_parts(x))
+        parts, batch = _common_batch_size(parts)
+        if sample_weight is not None:
+            sample_weight = _tuple_weights(sample_weight, batch)
+        return parts, batch, y, sample_weight
 
-    def _encode_chunk(self, parts, i, training=True):
-        m = self.micro_batch_size
-        chunk = keras.tree.map_structure(lambda t: t[i * m : (i + 1) * m], parts)
-        return self._embed(chunk, training)
+    def _prepared_data(self, data):
+        return self._prepared(*keras.utils.unpack_x_y_sample_weight(data))
+
+    def _scaled_loss(self, reps, y, sample_weight, replicas=1):
+        """(loss, scaled loss) of the batch's embeddings `reps` (pass 2).
+
+        With `replicas` > 1 (`tf.distribute`, the embeddings gathered from every
+        replica) a mean loss is multiplied by their count: Keras divides mean losses
+        by it, assuming each replica sees its own part of the batch, and this loss
+        is global. The scaled loss is `optimizer.scale_loss`'s (mixed precision).
+        """
+        loss_fn = self._contrastive_loss()
+        loss = self._loss_value(loss_fn, y, reps, sample_weight)
+        if replicas > 1 and getattr(loss_fn, "reduction", None) in _MEAN_REDUCTIONS:
+            loss = loss * float(replicas)
+        scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
+        return loss, scaled
+
+    def _finish_metrics(self, loss, reps):
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(_in_batch_accuracy(reps))
+        return {m.name: m.result() for m in self.metrics}
 
     def grad_cache_gradients(self, x, y=None, sample_weight=None):
         """(loss, scaled loss, gradients, embeddings) by gradient caching.
@@ -341,76 +349,21 @@ class GradCacheModel(keras.Model):
         `trainable_weights`) are of the scaled loss (what the optimizer
         expects); `loss` is the true one. Seed states end as after pass 1.
         """
-        parts = keras.tree.map_structure(ops.convert_to_tensor, _tuple_parts(x))
-        parts, batch = _common_batch_size(parts)
-        if sample_weight is not None:
-            sample_weight = _tuple_weights(sample_weight, batch)
-        n = self._chunks(batch)
-        states = _seed_states(*self._towers())
-        weights = self.trainable_weights
-        loss_fn = self._contrastive_loss()
-        dtype = self._embedding_dtype()
+        parts, batch, y, sample_weight = self._prepared(x, y, sample_weight)
+        if keras.backend.backend() == "jax":
+            from keras_space.models import _grad_cache_jax
 
-        # Pass 1: embeddings without a tape; snapshot RNG states per chunk.
-        snapshots = [tf.TensorArray(s.dtype, size=n) for s in states]
-        embeds = tf.TensorArray(
-            dtype, size=n, infer_shape=False, element_shape=tf.TensorShape([None, len(parts), None])
-        )
+            values = [[v.value for v in variables] for variables in (
+                self.trainable_variables, self.non_trainable_variables,
+                self.optimizer.variables if self.optimizer is not None else [])]
+            loss, scaled, grads, reps, after = _grad_cache_jax.gradients(
+                self, values, parts, batch, lambda reps: self._scaled_loss(reps, y, sample_weight))
+            for variable, value in zip(self.non_trainable_variables, after, strict=True):
+                variable.assign(value)
+            return loss, scaled, grads, reps
+        from keras_space.models import _grad_cache_tf
 
-        def pass1(i, snaps, embeds):
-            snaps = [ta.write(i, s.value) for ta, s in zip(snaps, states, strict=True)]
-            return i + 1, snaps, embeds.write(i, self._encode_chunk(parts, i))
-
-        _, snapshots, embeds = tf.while_loop(lambda i, *_: i < n, pass1, (tf.constant(0), snapshots, embeds))
-        after = [s.value for s in states]
-        local_reps = embeds.concat()
-
-        # Pass 2: the full-batch loss on the embeddings only. Under
-        # tf.distribute the embeddings (labels, weights) of all replicas are
-        # gathered first, so the negatives are global; each replica then keeps
-        # the slice of d loss / d embeddings that belongs to its own samples (no
-        # gradient flows through the collective), and the optimizer's one
-        # all-reduce sums the replicas' parameter gradients.
-        reps, offset, (y, sample_weight) = _gather_across_replicas(local_reps, y, sample_weight)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        scale_weights = [self.logit_scale] if self.logit_scale is not None else []
-        with tf.GradientTape() as tape:
-            tape.watch(reps)
-            loss = self._loss_value(loss_fn, y, reps, sample_weight)
-            if replicas > 1 and getattr(loss_fn, "reduction", None) in _MEAN_REDUCTIONS:
-                # Keras divides mean losses by the replica count, assuming each
-                # replica sees its own part of the batch; this loss is global.
-                loss = loss * float(replicas)
-            scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
-        cache, *scale_grads = tape.gradient(scaled, [reps, *scale_weights])
-        cache = cache[offset : offset + batch]
-
-        # Pass 3: re-embed each chunk under a tape with the same RNG states and
-        # back-propagate the cached embedding gradients.
-        m = self.micro_batch_size
-        zeros = [tf.zeros(w.shape, w.dtype) for w in weights]
-
-        def pass3(i, grads):
-            for s, ta in zip(states, snapshots, strict=True):
-                s.assign(ta.read(i))
-            with tf.GradientTape() as chunk_tape:
-                h = self._encode_chunk(parts, i)
-            parts_grads = chunk_tape.gradient(h, weights, output_gradients=cache[i * m : (i + 1) * m])
-            grads = [
-                acc if part is None else acc + tf.cast(tf.convert_to_tensor(part), acc.dtype)
-                for acc, part in zip(grads, parts_grads, strict=True)
-            ]
-            return i + 1, grads
-
-        _, grads = tf.while_loop(lambda i, *_: i < n, pass3, (tf.constant(0), zeros))
-        for s, value in zip(states, after, strict=True):
-            s.assign(value)
-        # The temperature's gradient is pass 2's: every replica computed the whole
-        # of it, and the optimizer's all-reduce sums the replicas.
-        for w, g in zip(scale_weights, scale_grads, strict=True):
-            index = next(j for j, v in enumerate(weights) if v is w)
-            grads[index] = grads[index] + tf.cast(g, grads[index].dtype) / float(replicas)
-        return loss, scaled, grads, reps
+        return _grad_cache_tf.gradients(self, parts, batch, y, sample_weight)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`; `sample_weight` weights the tuples, `class_weight` is refused.
@@ -437,24 +390,43 @@ class GradCacheModel(keras.Model):
                 "`sample_weight` must be numbers, one weight per tuple. "
                 f"Received: sample_weight={sample_weight!r:.80}"
             )
+        if isinstance(sample_weight, (np.ndarray, list, tuple)):
+            # checked now, not inside the compiled step: on JAX a failed check there
+            # aborts fit after Keras handed the step the model's variables
+            weights = np.asarray(sample_weight, "float64")
+            validation.holds("sample_weight", weights,
+                             np.isfinite(weights) & (weights >= 0), "finite weights >= 0")
         if sample_weight is not None and y is None:
             y = ops.zeros((ops.shape(sample_weight)[0],), "int32")
         return super().fit(x, y, *args, **kwargs)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        """One optimizer step by gradient caching: `train_step(data)` on TensorFlow,
+        `train_step(state, data)` (values in, values out) on JAX."""
+        if keras.backend.backend() == "jax":
+            from keras_space.models import _grad_cache_jax
+
+            return _grad_cache_jax.train_step(self, *args, self._prepared_data, self._scaled_loss,
+                                              self._finish_metrics)
+        (data,) = args
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         loss, _, grads, reps = self.grad_cache_gradients(x, y, sample_weight)
         self.optimizer.apply(grads, self.trainable_weights)
-        self.loss_tracker.update_state(loss)
-        self.accuracy_tracker.update_state(_in_batch_accuracy(reps))
-        return {m.name: m.result() for m in self.metrics}
+        return self._finish_metrics(loss, reps)
 
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        reps = self(x, training=False)
-        self.loss_tracker.update_state(self.compute_loss(y=y, y_pred=reps, sample_weight=sample_weight))
-        self.accuracy_tracker.update_state(_in_batch_accuracy(reps))
-        return {m.name: m.result() for m in self.metrics}
+    def test_step(self, *args):
+        if keras.backend.backend() == "jax":
+            from keras_space.models import _grad_cache_jax
+
+            return _grad_cache_jax.test_step(self, *args, self._prepared_data,
+                                             self._test_loss, self._finish_metrics)
+        (data,) = args
+        parts, _, y, sample_weight = self._prepared_data(data)
+        reps = self(parts, training=False)
+        return self._finish_metrics(self._test_loss(reps, y, sample_weight), reps)
+
+    def _test_loss(self, reps, y, sample_weight):
+        return self.compute_loss(y=y, y_pred=reps, sample_weight=sample_weight)
 
     def get_config(self):
         return {

@@ -1,0 +1,104 @@
+"""GradCacheModel's two passes on JAX (internal).
+
+Everything is a function of the state values (Keras's JAX trainer hands
+`train_step` the trainable, non-trainable, optimizer and metric values and
+takes new ones back); a `StatelessScope` maps the model's variables to them
+while the Keras layers run:
+
+- pass 1 embeds each micro-batch without gradients, keeping the non-trainable
+  values (the dropout seed states) it started from;
+- pass 2 (in `grad_cache_model`) is the full-batch loss on the embeddings:
+  its `jax.value_and_grad` gives d loss / d embeddings (and the learned
+  temperature's gradient);
+- pass 3 re-embeds each micro-batch from the seed states pass 1 started it
+  with (the same dropout masks) and pulls the cached embedding gradients back
+  through it with `jax.vjp` of that stateless embedding, summing.
+
+Micro-batches are a Python loop over static slices (JAX shapes are static):
+the traced step holds one copy of the encoder per micro-batch and pass.
+"""
+
+import jax
+import keras
+
+
+def _scope(model, trainable, non_trainable, optimizer=None, metrics=None):
+    mapping = list(zip(model.trainable_variables, trainable, strict=True))
+    mapping += zip(model.non_trainable_variables, non_trainable, strict=True)
+    if optimizer is not None:
+        mapping += zip(model.optimizer.variables, optimizer, strict=True)
+    if metrics is not None:
+        mapping += zip(model.metrics_variables, metrics, strict=True)
+    return keras.StatelessScope(state_mapping=mapping)
+
+
+def _embed(model, trainable, non_trainable, chunk, training):
+    """(embeddings, non-trainable values after) of one micro-batch, statelessly."""
+    with _scope(model, trainable, non_trainable) as scope:
+        embeddings = model._embed(chunk, training)
+    return embeddings, [scope.get_current_value(v) for v in model.non_trainable_variables]
+
+
+def gradients(model, state, parts, batch, loss_of_embeddings):
+    """(loss, scaled loss, gradients, embeddings, non-trainable values after pass 1).
+
+    `state` = (trainable, non-trainable, optimizer) values; `loss_of_embeddings(reps)`
+    gives (loss, scaled loss) inside a scope that maps every variable, the learned
+    temperature (a trainable variable of the model) to the traced value.
+    """
+    trainable, non_trainable, optimizer = state
+    m = model.micro_batch_size
+    chunks = [keras.tree.map_structure(lambda t, i=i: t[i:i + m], parts)
+              for i in range(0, batch, m)]
+
+    # Pass 1: embeddings without gradients; each chunk's starting seed states kept.
+    starts, embedded, current = [], [], list(non_trainable)
+    for chunk in chunks:
+        starts.append(current)
+        h, current = _embed(model, jax.lax.stop_gradient(trainable), current, chunk, True)
+        embedded.append(jax.lax.stop_gradient(h))
+    reps = keras.ops.concatenate(embedded, axis=0)
+
+    # Pass 2: the full-batch loss on the embeddings (and the trainable values: the
+    # temperature is one; the encoders' weights do not enter it).
+    def loss_fn(reps, trainable):
+        with _scope(model, trainable, current, optimizer):
+            loss, scaled = loss_of_embeddings(reps)
+        return scaled, loss
+
+    (scaled, loss), (cache, direct) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+        reps, list(trainable))
+
+    # Pass 3: each chunk again from its seed states, the cached gradients pulled back.
+    grads = list(direct)
+    for i, (chunk, start) in enumerate(zip(chunks, starts, strict=True)):
+        _, pull = jax.vjp(lambda t, c=chunk, s=start: _embed(model, t, s, c, True)[0],
+                          list(trainable))
+        (chunk_grads,) = pull(cache[i * m:(i + 1) * m])
+        grads = [g + c.astype(g.dtype) for g, c in zip(grads, chunk_grads, strict=True)]
+    return loss, scaled, grads, reps, current
+
+
+def train_step(model, state, data, prepare, loss_of_embeddings, finish_metrics):
+    """Keras's JAX `train_step(state, data)` for a GradCacheModel."""
+    trainable, non_trainable, optimizer, metrics = state
+    parts, batch, y, sample_weight = prepare(data)
+    loss, _, grads, reps, non_trainable = gradients(
+        model, (trainable, non_trainable, optimizer), parts, batch,
+        lambda reps: loss_of_embeddings(reps, y, sample_weight))
+    trainable, optimizer = model.optimizer.stateless_apply(optimizer, grads, trainable)
+    with _scope(model, trainable, non_trainable, optimizer, metrics) as scope:
+        logs = finish_metrics(loss, reps)
+    metrics = [scope.get_current_value(v) for v in model.metrics_variables]
+    return logs, (trainable, non_trainable, optimizer, metrics)
+
+
+def test_step(model, state, data, prepare, test_loss, finish_metrics):
+    """Keras's JAX `test_step(state, data)`: the embeddings in inference mode."""
+    trainable, non_trainable, metrics = state
+    parts, _, y, sample_weight = prepare(data)
+    reps, _ = _embed(model, trainable, non_trainable, parts, False)
+    with _scope(model, trainable, non_trainable, metrics=metrics) as scope:
+        logs = finish_metrics(test_loss(reps, y, sample_weight), reps)
+    metrics = [scope.get_current_value(v) for v in model.metrics_variables]
+    return logs, (trainable, non_trainable, metrics)
