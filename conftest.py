@@ -9,9 +9,21 @@ A README block names what it needs in its fence, e.g. ```` ```python fixture:min
   `../shared` still reachable.
 
 Every test and block starts seeded, in float32, with a fresh Keras session.
+
+Two backends, one command: a session on TensorFlow (the default) also starts a
+second pytest session on JAX in a subprocess (`KERAS_BACKEND=jax`, x64 mode for
+the float64 references) over the same paths, selecting the tests marked
+`all_backends` (the slow ones among them only if also marked `all_backends_slow`;
+and the same `-m` / `-k` expressions), runs it alongside, and
+fails if it fails; its summary is printed at the end. `--backends tensorflow`
+runs TensorFlow only; `KERAS_BACKEND=jax JAX_ENABLE_X64=1 python -m pytest -m all_backends`
+runs every backend-neutral test on JAX by hand.
 """
 
 import os
+import subprocess
+import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,6 +33,69 @@ import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+_JAX_SESSION_TIMEOUT_S = 540
+# slow tests run on JAX only where they say so (all_backends_slow): the two sessions
+# share this machine's two cores and the suite's time budget
+_JAX_SELECTION = "all_backends and (not slow or all_backends_slow)"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backends", default="tensorflow,jax",
+                     help="backends to test (comma-separated): the TensorFlow session starts "
+                          "the JAX one in a subprocess. Default: tensorflow,jax")
+
+
+def pytest_configure(config):
+    if (hasattr(config, "workerinput") or keras.backend.backend() != "tensorflow"
+            or "jax" not in config.getoption("backends").split(",")
+            or config.option.collectonly):
+        return
+    marks = config.option.markexpr
+    args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--backends", "jax",
+            "-n", "0", "--durations", "5",
+            "-m", f"{_JAX_SELECTION} and ({marks})" if marks else _JAX_SELECTION]
+    if config.option.keyword:
+        args += ["-k", config.option.keyword]
+    if config.option.maxfail:
+        args += ["--maxfail", str(config.option.maxfail)]
+    args += [a for a in config.args]
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1")
+    log = tempfile.NamedTemporaryFile("w+", prefix="keras_space_jax_", suffix=".log", delete=False)
+    config._jax_session = (subprocess.Popen(args, cwd=ROOT, env=env, stdout=log,
+                                            stderr=subprocess.STDOUT), log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    running = getattr(session.config, "_jax_session", None)
+    if running is None:
+        return
+    process, log = running
+    try:
+        code = process.wait(timeout=_JAX_SESSION_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        code = "timeout"
+    log.seek(0)
+    session.config._jax_result = (code, log.read(), log.name)
+    log.close()
+    if code not in (0, 5) and session.exitstatus == 0:  # 5: nothing selected
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    result = getattr(config, "_jax_result", None)
+    if result is None:
+        return
+    code, output, path = result
+    terminalreporter.section(f"JAX session (KERAS_BACKEND=jax): exit {code}, log {path}")
+    lines = output.splitlines()
+    keep = [line for line in lines if line.startswith(("FAILED", "ERROR", "SKIPPED"))]
+    for line in keep[:60] + lines[-12:]:
+        terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(config, items):

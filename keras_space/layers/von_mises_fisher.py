@@ -51,7 +51,7 @@ class VonMisesFisher(keras.layers.Layer):
       quantiles of the angle arccos w, computed once at build time (33 KB,
       exact at the nodes, linear in between); no loop in the graph.
     - "wood" (default with `learn_kappa=True`): Wood's (1994) rejection
-      sampler, vectorised inside a `tf.while_loop`.
+      sampler, vectorised inside a `keras.ops.while_loop`.
 
     All are correct for kappa from 1e-3 to 1e5 and d up to 4096 (tested
     against A_d(kappa) and the exact CDF).
@@ -172,7 +172,7 @@ class VonMisesFisher(keras.layers.Layer):
     def current_kappa(self):
         """kappa now, as a float64 tensor (float32 on JAX without x64 mode)."""
         if self.learn_kappa:
-            return ops.exp(ops.cast(self.log_kappa, vmf.wide_dtype()))
+            return ops.exp(ops.cast(self.log_kappa, vmf._wide_dtype()))
         return vmf._as_f64(self.kappa)
 
     def kl_divergence(self):
@@ -240,7 +240,7 @@ class VonMisesFisher(keras.layers.Layer):
         # d = 2, 4: noise nearly along mu is likely enough (P(angle < s) ~ s^(d-1)) that
         # float32 would leave |z| - 1 ~ 1e-5 in big batches; float64 is free there.
         # d = 3 turns one uniform angle around mu instead, exact in float32.
-        work = vmf.wide_dtype() if self.dim in (2, 4) else "float32"
+        work = vmf._wide_dtype() if self.dim in (2, 4) else "float32"
         mu = ops.cast(mu, work)
         if work != "float32":  # and mu unit to float64 precision, or the projection is off as much
             mu = mu / safe.norm(mu, axis=-1, keepdims=True)

@@ -14,11 +14,11 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_space.api_export import keras_space_export
 from keras_space.models import _backbones
 from keras_space.utils import validation
+from keras_space.utils._lazy import tensorflow as tf
 
 BertCheckpoint = keras_space_export("keras_space.models.BertCheckpoint", serializable=False)(
     collections.namedtuple("BertCheckpoint", ["backbone", "masked_lm_head", "tokenizer"])
@@ -127,7 +127,7 @@ def _assign_norm(reader, prefix, layer, dim):
     layer.beta.assign(reader.read(f"{prefix}/beta", (dim,)))
 
 
-@keras_space_export("keras_space.models.bert_from_checkpoint", serializable=False)
+@keras_space_export("keras_space.models.bert_from_checkpoint", serializable=False, backends=("tensorflow",))
 def bert_from_checkpoint(config_path, checkpoint_path, vocab_path=None, lowercase=True,
                          dtype=None):
     """A keras-hub `BertBackbone` (+ masked-LM head, tokenizer) from a Google-format checkpoint.

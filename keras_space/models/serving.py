@@ -9,10 +9,10 @@ TensorFlow (and `tensorflow_text`, whose ops the tokenizers use).
 """
 
 import keras
-import tensorflow as tf
 
 from keras_space.api_export import keras_space_export
 from keras_space.utils import validation
+from keras_space.utils._lazy import tensorflow as tf
 
 
 def _token_vocabulary(model):
@@ -57,7 +57,7 @@ def _input_specs(model):
     return specs
 
 
-@keras_space_export("keras_space.models.export_for_serving", serializable=False)
+@keras_space_export("keras_space.models.export_for_serving", serializable=False, backends=("tensorflow",))
 def export_for_serving(model, filepath, preprocessor=None, num_texts=1):
     """Write a SavedModel whose `serve` endpoint takes the preprocessors' output, or strings.
 

@@ -44,7 +44,7 @@ from keras_space.ops import _stateless_random as rnd
 from keras_space.utils import validation
 
 
-def wide_dtype():
+def _wide_dtype():
     """The dtype of the vMF numerics: float64, or float32 on JAX without x64 mode."""
     if keras.backend.backend() == "jax":
         import jax
@@ -56,8 +56,8 @@ def wide_dtype():
 def _as_f64(x):
     """`x` in the wide dtype (Python numbers and numpy arrays converted exactly)."""
     if isinstance(x, (int, float, np.ndarray, np.generic, list, tuple)):
-        return ops.convert_to_tensor(np.asarray(x, "float64"), wide_dtype())
-    return ops.cast(x, wide_dtype())
+        return ops.convert_to_tensor(np.asarray(x, "float64"), _wide_dtype())
+    return ops.cast(x, _wide_dtype())
 
 
 def _compiled(*static_argnames):
@@ -271,7 +271,7 @@ def _wood_sample_w(d, kappa, shape, seed, max_iterations=100):
     cancellation (it is ~1/kappa small for large kappa). No gradient flows
     through the loop (the implicit one is attached by `_sample_w`).
     """
-    dtype = wide_dtype()
+    dtype = _wide_dtype()
     k = ops.broadcast_to(ops.stop_gradient(_as_f64(kappa)), shape)
     dm1 = float(d - 1)
     root = ops.sqrt(4.0 * ops.square(k) + dm1**2)
@@ -381,7 +381,7 @@ def _table_sample_w(table, shape, seed):
     """w = cos(theta) with theta interpolated from an inverse-CDF table (float64)."""
     table = _as_f64(table)
     size = table.shape[0] - 1
-    u = rnd.uniform(shape, rnd.seed_tensor(seed), wide_dtype())
+    u = rnd.uniform(shape, rnd.seed_tensor(seed), _wide_dtype())
     pos = u * float(size)
     idx = ops.minimum(ops.cast(safe.floor(pos), "int32"), size - 1)
     frac = pos - ops.cast(idx, pos.dtype)
@@ -457,7 +457,7 @@ def _sample_w(d, kappa, shape, seed, sampler=None, table=None, reparameterize_ka
     if sampler is None:
         sampler = "table" if table is not None else ("closed_form" if d == 3 else "wood")
     if sampler == "closed_form":
-        u = rnd.uniform(shape, rnd.seed_tensor(seed), wide_dtype())
+        u = rnd.uniform(shape, rnd.seed_tensor(seed), _wide_dtype())
         w, one_minus_w = _closed_form_w(kappa, u)
         if reparameterize_kappa:
             return w, one_minus_w

@@ -10,7 +10,7 @@ from keras_space.api_export import keras_space_export
 _PREAMBLE = """\
 import os
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-import tensorflow as tf
+from keras_space.utils._lazy import tensorflow as tf
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * {num_devices}
@@ -18,7 +18,7 @@ tf.config.set_logical_device_configuration(
 """
 
 
-@keras_space_export("keras_space.testing.run_on_logical_cpus", serializable=False)
+@keras_space_export("keras_space.testing.run_on_logical_cpus", serializable=False, backends=("tensorflow",))
 def run_on_logical_cpus(script, num_devices=2, timeout=600):
     """Run `script` in a fresh Python process whose CPU is split into
     `num_devices` logical devices (TensorFlow must be configured before it

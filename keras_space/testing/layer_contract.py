@@ -485,7 +485,7 @@ def check_keras_save(model, input_data, rtol=1e-6, atol=1e-6, reference=None):
                       "keras_save", ".keras save/load", rtol, atol)
 
 
-@keras_space_export("keras_space.testing.check_saved_model", serializable=False)
+@keras_space_export("keras_space.testing.check_saved_model", serializable=False, backends=("tensorflow",))
 def check_saved_model(model, input_data, rtol=1e-6, atol=1e-6, reference=None):
     """Clause 8: `model.export()` and `tf.saved_model.load` give identical outputs.
 

@@ -5,6 +5,8 @@ import pytest
 from keras_space.layers import MaskedMeanPooling
 from keras_space.testing import run_layer_contract
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 RNG = np.random.default_rng(0)
 H = RNG.normal(size=(4, 7, 5)).astype("float32")
 H2 = RNG.normal(size=(4, 7, 5)).astype("float32")

@@ -8,6 +8,8 @@ from keras_space.testing import run_layer_contract
 from tests.backend import BACKEND, numpy, value_and_variable_grads
 from tests.backend import grad as grad_of
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 X = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
 
 

@@ -5,6 +5,8 @@ from scipy.special import logsumexp
 
 from keras_space.losses import InfoNCE
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 RNG = np.random.default_rng(0)
 A = RNG.normal(size=(6, 5))
 P = A + 0.5 * RNG.normal(size=(6, 5))

@@ -11,6 +11,8 @@ from keras_space.models.grad_cache_model import _seed_states
 from keras_space.optimizers import GradientAccumulator
 from tests.backend import value_and_variable_grads
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 RNG = np.random.default_rng(0)
 A = RNG.normal(size=(50, 8)).astype("float32")
 P = (A + 0.3 * RNG.normal(size=(50, 8))).astype("float32")

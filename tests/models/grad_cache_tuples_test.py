@@ -18,6 +18,8 @@ from keras_space.optimizers import GradientAccumulator
 from keras_space.testing import run_on_logical_cpus
 from tests.backend import runtime_errors, value_and_variable_grads
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 RNG = np.random.default_rng(0)
 A = RNG.normal(size=(50, 8))
 P = A + 0.3 * RNG.normal(size=(50, 8))

@@ -13,6 +13,8 @@ from keras_space.ops import (
     min_embedding_dim,
 )
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 N = np.array([2, 10, 1000, 1e4, 1e6, 1e9])
 EPS = np.array([0.01, 0.05, 0.1, 0.3, 0.5, 0.9, 0.99])
 

@@ -15,6 +15,8 @@ from keras_space.optimizers import (
 from keras_space.optimizers.schedules import PiecewiseLinear, warmup_linear_decay
 from tests.backend import value_and_variable_grads
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 
 def _numpy_piecewise(step, points):
     """bert4keras's piecewise_linear: (0, 0) unless given, linear between, flat after."""

@@ -11,6 +11,8 @@ from keras_space.optimizers import GradientAccumulator
 from keras_space.testing import run_on_logical_cpus
 from tests.backend import value_and_variable_grads
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(96, 8)).astype("float32")
 Y = RNG.normal(size=(96, 1)).astype("float32")

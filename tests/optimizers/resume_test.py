@@ -17,6 +17,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import _resume_case as case  # noqa: E402
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 NESTINGS = ("llr", "ga(llr)", "ga(lso(llr))")
 
 

@@ -14,6 +14,8 @@ from keras_space.testing import (
     run_layer_contract,
 )
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 X = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
 
 

@@ -20,6 +20,8 @@ from keras_space.ops import (
 from keras_space.optimizers import GradientAccumulator
 from keras_space.utils import validation as V
 
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
 
 @pytest.mark.parametrize(
     "check, value, error, match",

@@ -1,0 +1,100 @@
+"""What depends on the backend itself: imports, refusals on unsupported backends,
+and the float32 fallback of the vMF numerics on JAX without x64 mode."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import pytest
+
+from keras_space import api_export
+
+pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code, backend, timeout=240, **env):
+    """Run `code` in a fresh interpreter on `backend`; its stdout (fails the test on an error)."""
+    env = dict(os.environ, KERAS_BACKEND=backend, **env)
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_importing_on_jax_needs_neither_tensorflow_nor_probability():
+    out = run_python(
+        """
+        import sys, time
+        start = time.perf_counter()
+        import keras_space
+        print(sorted(m for m in ("tensorflow", "tensorflow_probability") if m in sys.modules))
+        """, "jax")
+    assert out.strip() == "[]", out
+
+
+def test_an_object_on_a_backend_it_does_not_support_refuses_to_run():
+    """The export decorator's refusal (what the torch backend meets: tested here with a
+    class and a function declared for a backend other than the current one)."""
+    other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
+
+    class Toy:
+        def __init__(self, x):
+            self.x = x
+
+    def toy(x):
+        return x
+
+    refused_class = api_export._refused_on_this_backend(Toy, "Toy", (other,))
+    refused_function = api_export._refused_on_this_backend(toy, "toy", (other,))
+    backend = keras.backend.backend()
+    for call in (lambda: refused_class(1), lambda: refused_function(1)):
+        with pytest.raises(NotImplementedError, match=rf"'{backend}' Keras backend.*runs on "
+                                                      rf"{other}.*KERAS_BACKEND={other}"):
+            call()
+    assert api_export._refused_on_this_backend(toy, "toy", (backend,)) is toy
+
+
+def test_every_public_object_names_its_backends():
+    import keras_space.testing  # noqa: F401  (its objects register on import)
+
+    assert set(api_export.SUPPORTED_BACKENDS) == set(api_export.PUBLIC_API)
+    tensorflow_only = sorted(p for p, b in api_export.SUPPORTED_BACKENDS.items() if b != api_export.BACKENDS)
+    assert tensorflow_only == [
+        "keras_space.models.bert_from_checkpoint",
+        "keras_space.models.export_for_serving",
+        "keras_space.testing.check_saved_model",
+        "keras_space.testing.run_on_logical_cpus",
+    ]
+    assert all(api_export.SUPPORTED_BACKENDS[p] == ("tensorflow",) for p in tensorflow_only)
+
+
+@pytest.mark.slow
+def test_vmf_on_jax_without_x64_runs_in_float32():
+    """Without JAX's x64 mode the vMF numerics run in float32: finite, accurate to
+    float32, and the layer fits (with a learned kappa through the implicit gradient)."""
+    out = run_python(
+        """
+        import numpy as np, keras
+        from keras_space.layers import VonMisesFisher
+        from keras_space.ops import vmf_kl_to_uniform, vmf_log_normalizer, vmf_mean_resultant_length
+        print(vmf_log_normalizer(3, 1.0).dtype, float(vmf_log_normalizer(3, 1.0)),
+              float(vmf_mean_resultant_length(16, 10.0)), float(vmf_kl_to_uniform(16, 1e-2)))
+        for d, learn in ((16, True), (3, True), (5, False)):
+            model = keras.Sequential([keras.Input((d,)), VonMisesFisher(10.0, learn_kappa=learn, seed=0),
+                                      keras.layers.Dense(1)])
+            model.compile("adam", "mse")
+            loss = model.fit(np.random.rand(32, d), np.random.rand(32, 1), verbose=0).history["loss"]
+            print(np.isfinite(loss).all())
+        """, "jax", JAX_ENABLE_X64="0")
+    lines = out.split("\n")
+    dtype, log_c, a, kl = lines[0].split()
+    assert dtype == "float32"
+    assert abs(float(log_c) - -2.6924636085) < 1e-6 * 2.7
+    assert abs(float(a) - 0.4876216680) < 1e-5       # A_16(10), mpmath
+    assert abs(float(kl) - 3.1249983724e-06) < 1e-5 * 3.2e-6 * 10
+    assert lines[1:4] == ["True"] * 3
