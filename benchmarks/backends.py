@@ -93,7 +93,7 @@ def main():
         run = subprocess.run([sys.executable, __file__, "--measure", "--steps", str(args.steps)],
                              capture_output=True, text=True, env=env, check=True)
         results[backend] = json.loads(run.stdout.strip().splitlines()[-1])
-    ratios = {key.replace("_s", "_jax_over_tensorflow"):
+    ratios = {key[:-len("_s")] + "_jax_over_tensorflow":
               round(results["jax"][key] / results["tensorflow"][key], 2)
               for key in results["tensorflow"] if key.endswith("_s")}
     print(json.dumps({"steps": args.steps, **ratios, "seconds": results}))
