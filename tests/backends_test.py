@@ -84,7 +84,7 @@ def test_vmf_on_jax_without_x64_runs_in_float32():
         from keras_space.ops import vmf_kl_to_uniform, vmf_log_normalizer, vmf_mean_resultant_length
         print(vmf_log_normalizer(3, 1.0).dtype, float(vmf_log_normalizer(3, 1.0)),
               float(vmf_mean_resultant_length(16, 10.0)), float(vmf_kl_to_uniform(16, 1e-2)))
-        for d, learn in ((16, True), (3, True), (5, False)):
+        for d, learn in ((16, True), (3, False)):
             model = keras.Sequential([keras.Input((d,)), VonMisesFisher(10.0, learn_kappa=learn, seed=0),
                                       keras.layers.Dense(1)])
             model.compile("adam", "mse")
@@ -97,4 +97,4 @@ def test_vmf_on_jax_without_x64_runs_in_float32():
     assert abs(float(log_c) - -2.6924636085) < 1e-6 * 2.7
     assert abs(float(a) - 0.4876216680) < 1e-5       # A_16(10), mpmath
     assert abs(float(kl) - 3.1249983724e-06) < 1e-5 * 3.2e-6 * 10
-    assert lines[1:4] == ["True"] * 3
+    assert lines[1:3] == ["True"] * 2
