@@ -352,3 +352,23 @@ def test_a_tensor_of_kappas_matches_the_scalar_branches(d):
         np.testing.assert_allclose(kl[i], float(kl_of(f64(k))), rtol=0, atol=8 * eps * scale)
         np.testing.assert_allclose(grads[i], grad(kl_of, f64(k))[0], rtol=0, atol=8 * eps * (k + d))
         np.testing.assert_allclose(a[i], float(vmf_mean_resultant_length(d, k)), rtol=8 * eps)
+
+
+def test_bessel_functions_against_mpmath():
+    """`_bessel` directly, also at orders no vMF dimension uses: log(I_v(x) e^-x) to a few
+    ulps of the largest term it sums (log I at the expansion's order and the ratios'
+    logs, each ~|log I_nu|), the ratio I_{v+1}/I_v to a few ulps per recurrence step."""
+    eps = np.finfo("float64").eps
+    xs = np.array([1e-3, 0.1, 1.0, 2.5, 10.0, 40.0, 300.0, 1e4, 1e5])
+    for v in (0.0, 0.5, 3.0, 7.5, 19.5, 20.0, 20.5, 383.0, 2047.0):
+        log_ive = numpy(_bessel.log_bessel_ive(v, f64(xs)))
+        ratio = numpy(_bessel.bessel_iv_ratio(v, f64(xs)))
+        top, steps = _bessel._start(v)
+        scale = np.abs(numpy(_bessel._log_ive_top(top, f64(xs)))) + 1.0
+        for i, x in enumerate(xs):
+            x = mp.mpf(x)
+            i_v = mp.besseli(v, x, maxterms=10**6)
+            want_log = float(mp.log(i_v) - x)
+            want_ratio = float(mp.besseli(v + 1, x, maxterms=10**6) / i_v)
+            assert abs(log_ive[i] - want_log) <= 32 * eps * scale[i], (v, float(x))
+            assert abs(ratio[i] / want_ratio - 1) <= 8 * eps * (steps + 2), (v, float(x))
