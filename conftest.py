@@ -79,10 +79,12 @@ def pytest_sessionfinish(session, exitstatus):
     if running is None:
         return
     process, log, cache = running
+    if exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C: end the JAX session too
+        process.kill()
     try:
         code = process.wait(timeout=_JAX_SESSION_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        process.kill()
+        process.kill()  # by its pid: the session's own process
         process.wait()
         code = "timeout"
     log.seek(0)
