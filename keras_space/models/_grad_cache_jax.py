@@ -39,12 +39,12 @@ def _embed(model, trainable, non_trainable, chunk, training):
     return embeddings, [scope.get_current_value(v) for v in model.non_trainable_variables]
 
 
-def gradients(model, state, parts, batch, loss_of_embeddings):
+def gradients(model, state, parts, batch, y, sample_weight):
     """(loss, scaled loss, gradients, embeddings, non-trainable values after pass 1).
 
-    `state` = (trainable, non-trainable, optimizer) values; `loss_of_embeddings(reps)`
-    gives (loss, scaled loss) inside a scope that maps every variable, the learned
-    temperature (a trainable variable of the model) to the traced value.
+    `state` = (trainable, non-trainable, optimizer) values. The loss (the model's
+    `_scaled_loss`) runs in a scope that maps every variable, the learned temperature
+    (a trainable variable of the model) to the traced value.
     """
     trainable, non_trainable, optimizer = state
     m = model.micro_batch_size
@@ -63,7 +63,7 @@ def gradients(model, state, parts, batch, loss_of_embeddings):
     # temperature is one; the encoders' weights do not enter it).
     def loss_fn(reps, trainable):
         with _scope(model, trainable, current, optimizer):
-            loss, scaled = loss_of_embeddings(reps)
+            loss, scaled = model._scaled_loss(reps, y, sample_weight)
         return scaled, loss
 
     (scaled, loss), (cache, direct) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
@@ -79,26 +79,26 @@ def gradients(model, state, parts, batch, loss_of_embeddings):
     return loss, scaled, grads, reps, current
 
 
-def train_step(model, state, data, prepare, loss_of_embeddings, finish_metrics):
+def train_step(model, state, data):
     """Keras's JAX `train_step(state, data)` for a GradCacheModel."""
     trainable, non_trainable, optimizer, metrics = state
-    parts, batch, y, sample_weight = prepare(data)
+    parts, batch, y, sample_weight = model._prepared_data(data)
     loss, _, grads, reps, non_trainable = gradients(
-        model, (trainable, non_trainable, optimizer), parts, batch,
-        lambda reps: loss_of_embeddings(reps, y, sample_weight))
+        model, (trainable, non_trainable, optimizer), parts, batch, y, sample_weight)
     trainable, optimizer = model.optimizer.stateless_apply(optimizer, grads, trainable)
     with _scope(model, trainable, non_trainable, optimizer, metrics) as scope:
-        logs = finish_metrics(loss, reps)
+        logs = model._finish_metrics(loss, reps)
     metrics = [scope.get_current_value(v) for v in model.metrics_variables]
     return logs, (trainable, non_trainable, optimizer, metrics)
 
 
-def test_step(model, state, data, prepare, test_loss, finish_metrics):
+def test_step(model, state, data):
     """Keras's JAX `test_step(state, data)`: the embeddings in inference mode."""
     trainable, non_trainable, metrics = state
-    parts, _, y, sample_weight = prepare(data)
+    parts, _, y, sample_weight = model._prepared_data(data)
     reps, _ = _embed(model, trainable, non_trainable, parts, False)
     with _scope(model, trainable, non_trainable, metrics=metrics) as scope:
-        logs = finish_metrics(test_loss(reps, y, sample_weight), reps)
+        loss = model.compute_loss(y=y, y_pred=reps, sample_weight=sample_weight)
+        logs = model._finish_metrics(loss, reps)
     metrics = [scope.get_current_value(v) for v in model.metrics_variables]
     return logs, (trainable, non_trainable, metrics)

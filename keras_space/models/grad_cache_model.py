@@ -357,7 +357,7 @@ class GradCacheModel(keras.Model):
                 self.trainable_variables, self.non_trainable_variables,
                 self.optimizer.variables if self.optimizer is not None else [])]
             loss, scaled, grads, reps, after = _grad_cache_jax.gradients(
-                self, values, parts, batch, lambda reps: self._scaled_loss(reps, y, sample_weight))
+                self, values, parts, batch, y, sample_weight)
             for variable, value in zip(self.non_trainable_variables, after, strict=True):
                 variable.assign(value)
             return loss, scaled, grads, reps
@@ -406,8 +406,7 @@ class GradCacheModel(keras.Model):
         if keras.backend.backend() == "jax":
             from keras_space.models import _grad_cache_jax
 
-            return _grad_cache_jax.train_step(self, *args, self._prepared_data, self._scaled_loss,
-                                              self._finish_metrics)
+            return _grad_cache_jax.train_step(self, *args)
         (data,) = args
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         loss, _, grads, reps = self.grad_cache_gradients(x, y, sample_weight)
@@ -418,15 +417,12 @@ class GradCacheModel(keras.Model):
         if keras.backend.backend() == "jax":
             from keras_space.models import _grad_cache_jax
 
-            return _grad_cache_jax.test_step(self, *args, self._prepared_data,
-                                             self._test_loss, self._finish_metrics)
+            return _grad_cache_jax.test_step(self, *args)
         (data,) = args
         parts, _, y, sample_weight = self._prepared_data(data)
         reps = self(parts, training=False)
-        return self._finish_metrics(self._test_loss(reps, y, sample_weight), reps)
-
-    def _test_loss(self, reps, y, sample_weight):
-        return self.compute_loss(y=y, y_pred=reps, sample_weight=sample_weight)
+        return self._finish_metrics(self.compute_loss(y=y, y_pred=reps, sample_weight=sample_weight),
+                                    reps)
 
     def get_config(self):
         return {

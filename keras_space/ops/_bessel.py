@@ -80,16 +80,18 @@ def _log_series(nu, x, s):
     return ops.log1p(_horner(_series_coefficients(nu), nu / s))
 
 
-def _log_ive_top(nu, x):
-    """log(I_nu(x) e^{-x}) by the expansion (nu >= _TOP)."""
+def _top_terms(nu, x):
+    """(s = sqrt(nu^2 + x^2), log of the series) at order nu: both top-order formulas
+    use them, so `log_bessel_ive` computes them once."""
     s = _hypot(nu, x)
+    return s, _log_series(nu, x, s)
+
+
+def _log_ive_top(nu, x, terms=None):
+    """log(I_nu(x) e^{-x}) by the expansion (nu >= _TOP)."""
+    s, series = terms or _top_terms(nu, x)
     s_minus_x = nu * nu / (s + x)  # no cancellation
-    return (
-        s_minus_x
-        - nu * _log_ratio_over_x(nu, x, s_minus_x)
-        - 0.5 * ops.log(2.0 * math.pi * s)
-        + _log_series(nu, x, s)
-    )
+    return s_minus_x - nu * _log_ratio_over_x(nu, x, s_minus_x) - 0.5 * ops.log(2.0 * math.pi * s) + series
 
 
 def _log_ratio_over_x(nu, x, s_minus_x):
@@ -99,17 +101,18 @@ def _log_ratio_over_x(nu, x, s_minus_x):
     return ops.log1p((nu + s_minus_x) / x)
 
 
-def _log_ratio_top(nu, x):
+def _log_ratio_top(nu, x, terms=None):
     """log(I_{nu+1}(x) / I_nu(x)) by the expansion, the large parts cancelled by hand."""
-    s0, s1 = _hypot(nu, x), _hypot(nu + 1.0, x)
+    s0, series0 = terms or _top_terms(nu, x)
+    s1, series1 = _top_terms(nu + 1.0, x)
     ds = (2.0 * nu + 1.0) / (s0 + s1)  # s1 - s0
     return (
         ds
         - _log_ratio_over_x(nu + 1.0, x, (nu + 1.0) ** 2 / (s1 + x))
         - nu * ops.log1p((1.0 + ds) / (nu + s0))
         - 0.5 * ops.log1p(ds / s0)
-        + _log_series(nu + 1.0, x, s1)
-        - _log_series(nu, x, s0)
+        + series1
+        - series0
     )
 
 
@@ -119,30 +122,27 @@ def _start(v):
     return v + n, n
 
 
-def _ratios(v, x):
-    """[r_v, ..., r_{nu-1}] and r_nu with r_j = I_{j+1}(x) / I_j(x), nu = v + n."""
+def _ratios(v, x, terms=None):
+    """[r_v, ..., r_nu] with r_j = I_{j+1}(x) / I_j(x), nu = v + n: the top one by the
+    expansion, the others by the backward recurrence."""
     nu, n = _start(v)
-    r = ops.exp(_log_ratio_top(nu, x))
-    top = r
-    below = []
+    ratios = [ops.exp(_log_ratio_top(nu, x, terms))]
     for j in range(n - 1, -1, -1):  # order v + j
-        r = 1.0 / (2.0 * (v + j + 1.0) / x + r)
-        below.append(r)
-    return below[::-1], top
+        ratios.insert(0, 1.0 / (2.0 * (v + j + 1.0) / x + ratios[0]))
+    return ratios
 
 
 def log_bessel_ive(v, x):
     """log(I_v(x) e^{-x}) for a static order v >= 0 and a tensor x > 0."""
     nu, n = _start(v)
-    log_ive = _log_ive_top(nu, x)
+    terms = _top_terms(nu, x)
+    log_ive = _log_ive_top(nu, x, terms)
     if n:
-        below, _ = _ratios(v, x)
-        for r in below:
+        for r in _ratios(v, x, terms)[:-1]:
             log_ive = log_ive - ops.log(r)
     return log_ive
 
 
 def bessel_iv_ratio(v, x):
     """I_{v+1}(x) / I_v(x) for a static order v >= 0 and a tensor x > 0."""
-    below, top = _ratios(v, x)
-    return below[0] if below else top
+    return _ratios(v, x)[0]

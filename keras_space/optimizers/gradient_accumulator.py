@@ -241,10 +241,10 @@ class GradientAccumulator(OwnVariablesOnly, keras.optimizers.Optimizer):
         own = dict(zip(map(id, self._variables), optimizer_variables[:own_count], strict=True))
         inner_values = list(optimizer_variables[own_count:])
         trainable_values = list(trainable_variables)
+        accumulators = [self._accumulator_for(v) for v in self._trainable_variables]
         accumulated = [
             own[id(acc)] if g is None else own[id(acc)] + ops.cast(g, acc.dtype)
-            for g, acc in zip(grads, map(self._accumulator_for, self._trainable_variables),
-                              strict=True)
+            for g, acc in zip(grads, accumulators, strict=True)
         ]
         step = own[id(self.micro_step)] + 1
 
@@ -261,8 +261,7 @@ class GradientAccumulator(OwnVariablesOnly, keras.optimizers.Optimizer):
 
         new_trainable, new_inner, accumulated, step = ops.cond(step >= self.steps, update, wait)
         new_own = {id(self.micro_step): step}
-        new_own.update(zip((id(a) for a in map(self._accumulator_for, self._trainable_variables)),
-                           accumulated, strict=True))
+        new_own.update(zip(map(id, accumulators), accumulated, strict=True))
         own_values = [new_own.get(id(v), own[id(v)]) for v in self._variables]
         return new_trainable, own_values + list(new_inner)
 
