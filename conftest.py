@@ -61,9 +61,9 @@ def pytest_configure(config):
         args += ["-k", config.option.keyword]
     if config.option.maxfail:
         args += ["--maxfail", str(config.option.maxfail)]
-    args += [a for a in config.args]
+    args += list(config.args)
     # JAX's persistent compilation cache, fresh for this run: the many tests that build
-    # the same small model compile it once (3.3 min instead of 12 for this session)
+    # the same small model compile it once
     cache = tempfile.mkdtemp(prefix="keras_space_jax_cache_")
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1", JAX_COMPILATION_CACHE_DIR=cache,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
