@@ -20,6 +20,7 @@ runs TensorFlow only; `KERAS_BACKEND=jax JAX_ENABLE_X64=1 python -m pytest -m al
 runs every backend-neutral test on JAX by hand.
 """
 
+import gc
 import os
 import shutil
 import subprocess
@@ -28,6 +29,12 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The tests run thousands of tiny compiled programs, so XLA's compile time dominates
+# (a quarter of the JAX session): no LLVM optimisation passes, which change no IEEE
+# result (XLA enables no fast-math on CPU), only the speed of code that runs for
+# microseconds here.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 "
+                                   "--xla_llvm_disable_expensive_passes=true")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
@@ -39,7 +46,8 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 _JAX_SESSION_TIMEOUT_S = 540
 # slow tests run on JAX only where they say so (all_backends_slow): the two sessions
 # share this machine's two cores and the suite's time budget
-_JAX_SELECTION = "all_backends and not jax_skip_row and (not slow or all_backends_slow)"
+_JAX_SELECTION = ("all_backends and not jax_skip_row and not jax_not_in_ci "
+                  "and (not slow or all_backends_slow)")
 
 
 def pytest_addoption(parser):
@@ -49,13 +57,25 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # Python's automatic collector walks the large heaps of traced models again and
+    # again (a sixth of the suite's time): off during the run, one collection per
+    # test file instead (pytest_runtest_teardown)
+    gc.disable()
+    if keras.backend.backend() == "tensorflow":
+        # Grappler rewrites every new graph before it runs; here that is thousands of
+        # tiny graphs each run a few times (a tenth of the TensorFlow session's time).
+        # Its rewrites change no result the tests check (they all passed either way).
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     if (hasattr(config, "workerinput") or keras.backend.backend() != "tensorflow"
             or "jax" not in config.getoption("backends").split(",")
             or config.option.collectonly):
         return
     marks = config.option.markexpr
+    # on two workers too (setup.cfg's -n): a serial JAX session would finish last
     args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--backends", "jax",
-            "-n", "0", "--durations", "5",
+            "--durations", "5",
             "-m", f"{_JAX_SELECTION} and ({marks})" if marks else _JAX_SELECTION]
     if config.option.keyword:
         args += ["-k", config.option.keyword]
@@ -63,10 +83,11 @@ def pytest_configure(config):
         args += ["--maxfail", str(config.option.maxfail)]
     args += list(config.args)
     # JAX's persistent compilation cache, fresh for this run: the many tests that build
-    # the same small model compile it once
+    # the same small model compile it once (15 % less time; programs that compile in
+    # under 0.1 s, e.g. single eager ops, cost more to store than to compile)
     cache = tempfile.mkdtemp(prefix="keras_space_jax_cache_")
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1", JAX_COMPILATION_CACHE_DIR=cache,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.1",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     log = tempfile.NamedTemporaryFile("w+", prefix="keras_space_jax_", suffix=".log", delete=False)
     config._jax_session = (subprocess.Popen(args, cwd=ROOT, env=env, stdout=log,
@@ -118,6 +139,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"TensorFlow by nature: {reason}"))
 
 
+def pytest_runtest_teardown(item, nextitem):
+    """One garbage collection per test file (automatic collection is off)."""
+    if nextitem is None or nextitem.path != item.path:
+        gc.collect()
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_policy():
     keras.utils.set_random_seed(1234)
@@ -125,7 +152,7 @@ def _seed_and_policy():
     yield
     keras.config.set_dtype_policy("float32")
     # No garbage collection per test (0.3 s each, a third of the suite's time):
-    # tests/conftest.py collects once per test module.
+    # once per test file (pytest_runtest_teardown).
     keras.backend.clear_session(free_memory=False)
 
 

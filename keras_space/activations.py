@@ -423,20 +423,19 @@ def smooth_floor(x, sigma=0.1, kernel="gaussian"):
     finite_x = ops.where(infinite, ops.zeros_like(x), x)
     m = safe.floor(finite_x)
     u = finite_x - m  # in [0, 1): keeps sin() and the steps precise for large |x|
-    # Direct sum of smoothed steps at the nearby integers (sigma < 1/2).
-    s_small = ops.minimum(sigma, _FLOOR_SWITCH)
-    direct = m
-    for j in range(1, _FLOOR_TERMS + 1):
-        direct = direct + _kernel_cdf((u - j) / s_small, kernel)
-    for i in range(_FLOOR_TERMS):
-        direct = direct - _kernel_cdf((-u - i) / s_small, kernel)
+    # One trailing axis over the terms: a compact graph, whatever the number of terms.
+    u_, sigma_ = ops.expand_dims(u, -1), ops.expand_dims(sigma, -1)
+    # Direct sum of smoothed steps at the nearby integers (sigma < 1/2): the steps at
+    # j = 1..20 minus those at -j + 1 = 0..-19.
+    j = ops.convert_to_tensor(np.arange(1, _FLOOR_TERMS + 1), x.dtype)
+    s_small = ops.minimum(sigma_, _FLOOR_SWITCH)
+    steps = _kernel_cdf((u_ - j) / s_small, kernel) - _kernel_cdf((1.0 - j - u_) / s_small, kernel)
+    direct = m + ops.sum(steps, axis=-1)
     # Fourier series (sigma >= 1/2).
-    s_large = ops.maximum(sigma, _FLOOR_SWITCH)
-    fourier = m + u - 0.5
-    for n in range(1, _FLOOR_MODES + 1):
-        fourier = fourier + _floor_char(n, s_large, kernel) * safe.sin(
-            2.0 * math.pi * n * u
-        ) / (math.pi * n)
+    n = ops.convert_to_tensor(np.arange(1, _FLOOR_MODES + 1), x.dtype)
+    s_large = ops.maximum(sigma_, _FLOOR_SWITCH)
+    modes = _floor_char(n, s_large, kernel) * safe.sin(2.0 * math.pi * n * u_) / (math.pi * n)
+    fourier = m + u - 0.5 + ops.sum(modes, axis=-1)
     y = ops.where(sigma < _FLOOR_SWITCH, direct, fourier)
     return ops.cast(ops.where(infinite, x, y), dtype)
 

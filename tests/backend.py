@@ -19,21 +19,42 @@ def numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
-def grad(f, *args):
-    """The gradients of sum(f(*args)) in each of `args` (tensors), as numpy arrays."""
+def gradient_function(f):
+    """The function of `f`'s arguments (tensors) that returns the gradients of
+    sum(f(*args)) in each of them (zeros where unconnected); differentiable again,
+    for second derivatives (`jax.grad`, or a `tf.GradientTape` that an outer tape records)."""
     if BACKEND == "jax":
         import jax
 
-        total = lambda *a: jax.numpy.sum(f(*a))  # noqa: E731
-        return [np.asarray(g) for g in jax.grad(total, argnums=tuple(range(len(args))))(*args)]
+        def gradients(*args):
+            total = lambda *a: jax.numpy.sum(f(*a))  # noqa: E731
+            return list(jax.grad(total, argnums=tuple(range(len(args))))(*args))
+        return gradients
     import tensorflow as tf
 
-    args = [tf.convert_to_tensor(a) for a in args]
-    with tf.GradientTape() as tape:
-        for a in args:
-            tape.watch(a)
-        total = tf.reduce_sum(f(*args))
-    return [None if g is None else g.numpy() for g in tape.gradient(total, args)]
+    def gradients(*args):
+        args = [tf.convert_to_tensor(a) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            total = tf.reduce_sum(f(*args))
+        return tape.gradient(total, args, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return gradients
+
+
+def grad(f, *args):
+    """The gradients of sum(f(*args)) in each of `args` (tensors), as numpy arrays."""
+    return [numpy(g) for g in gradient_function(f)(*args)]
+
+
+def compiled(fn):
+    """`fn` traced and compiled as a model's step would be: `tf.function` or `jax.jit`."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    import tensorflow as tf
+
+    return tf.function(fn)
 
 
 def derivative(f, x):
@@ -95,3 +116,20 @@ def runtime_errors():
     import tensorflow as tf
 
     return (ValueError, tf.errors.InvalidArgumentError)
+
+
+def on_jax_too(rows, every=2, keep=None):
+    """A grid's parametrize rows, of which the JAX session runs every `every`-th and the
+    last (or those where `keep(row)` is true); the others run on TensorFlow only (marked
+    `jax_skip_row`). For grids whose rows run the same keras.ops code on both backends with
+    other values: the rows kept on JAX must still reach every branch of the code, and the
+    whole grid on both backends would exceed the suite's time budget."""
+    import pytest
+
+    def on_jax(i, row):
+        return keep(row) if keep is not None else i % every == 0 or i == len(rows) - 1
+
+    return [pytest.param(*(row if isinstance(row, tuple) else (row,)),
+                         marks=[pytest.mark.all_backends_slow] if on_jax(i, row)
+                         else [pytest.mark.jax_skip_row])
+            for i, row in enumerate(rows)]

@@ -1,17 +1,9 @@
-"""Test helpers. The autouse seeding/policy fixture, `sts_dir` and the environment
-live in ../conftest.py (shared with README.md's code blocks)."""
+"""Test helpers. The autouse seeding/policy fixture, garbage collection, `sts_dir`
+and the environment live in ../conftest.py (shared with README.md's code blocks)."""
 
 import functools
-import gc
 
 import pytest
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _collect_garbage_per_module():
-    """Garbage collection once per module (the per-test Keras reset skips it)."""
-    yield
-    gc.collect()
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ def _keeping_dtype(name, jax_function):
     keras_op = getattr(ops, name)
 
     def op(x, *args, **kwargs):
-        if keras.backend.backend() == "jax":
+        if keras.backend.backend() == "jax" and not isinstance(x, keras.KerasTensor):
             import jax.numpy as jnp
 
             x = jnp.asarray(x)

@@ -203,8 +203,11 @@ class GradientAccumulator(OwnVariablesOnly, keras.optimizers.Optimizer):
             self._stateless_assign(grads, trainable_variables)
 
     def _stateless_assign(self, grads, trainable_variables):
-        """`apply` through `stateless_apply` (JAX: a traced `ops.cond` cannot assign)."""
-        given = dict(zip(map(id, trainable_variables), grads, strict=True))
+        """`apply` through `stateless_apply` (JAX: a traced `ops.cond` cannot assign).
+        A variable passed with a None gradient counts as a zero gradient (as in the
+        TensorFlow path); one not passed at all is left out of the update."""
+        given = {id(v): ops.zeros(v.shape, v.dtype) if g is None else g
+                 for g, v in zip(grads, trainable_variables, strict=True)}
         new_trainable, new_optimizer = self.stateless_apply(
             [v.value for v in self.variables],
             [given.get(id(v)) for v in self._trainable_variables],

@@ -10,6 +10,8 @@ from keras_space.callbacks.similarity_evaluator import (
     _spearman,
 )
 
+pytestmark = pytest.mark.all_backends
+
 
 def test_correlations_match_scipy_with_ties():
     rng = np.random.default_rng(0)

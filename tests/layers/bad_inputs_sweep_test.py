@@ -13,7 +13,7 @@ call, run over the whole table:
 - int32 inputs: refused clearly (`ValueError`) or cast, giving the float result;
   float16/bfloat16/float64 inputs: the layer's compute dtype and the float32
   result to the input's precision;
-- direct calls (eager and in a bare `tf.function`) under `mixed_float16` and
+- direct calls (eager and compiled: a bare `tf.function` or `jax.jit`) under `mixed_float16` and
   `mixed_bfloat16`: the float32 layer's result (same weights) to half precision,
   weights never cast down;
 - sequence layers: length 1, length 0 (a result or a clear refusal), and rows
@@ -28,15 +28,17 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_space import layers as L
+from tests.backend import BACKEND, compiled, runtime_errors
+
+pytestmark = pytest.mark.all_backends
 
 B, S, C = 3, 4, 8
 RNG = np.random.default_rng(0)
 X2 = RNG.normal(size=(B, C)).astype("float32")
 X3 = RNG.normal(size=(B, S, C)).astype("float32")
-ERRORS = (ValueError, tf.errors.InvalidArgumentError)
+ERRORS = runtime_errors()
 
 
 def _whitening():
@@ -173,12 +175,12 @@ def test_input_dtypes(case):
         expected = _np(case.call(layer, ints.astype("float32")))
         np.testing.assert_allclose(_np(case.call(layer, ints)), expected, rtol=1e-6, atol=1e-6)
     for dtype, tol in (("float16", 1e-2), ("bfloat16", 5e-2), ("float64", 1e-6)):
-        x = tf.cast(case.x, dtype)
+        x = keras.ops.cast(case.x, dtype)
         out = case.call(layer, x)
         assert keras.backend.standardize_dtype(out.dtype) == case.make().compute_dtype or (
             out.dtype == clean.dtype
         ) or not keras.backend.is_float_dtype(out.dtype)
-        expected = _np(case.call(layer, tf.cast(x, "float32")))
+        expected = _np(case.call(layer, keras.ops.cast(x, "float32")))
         np.testing.assert_allclose(_np(out), expected, rtol=tol, atol=tol)
 
 
@@ -193,7 +195,15 @@ def test_direct_calls_under_a_mixed_policy(case, policy):
     for w in layer.weights:
         assert keras.backend.standardize_dtype(w.dtype) not in ("float16", "bfloat16"), w.path
     tol = 2e-2 if policy == "mixed_float16" else 1e-1
-    for call in (lambda x: case.call(layer, x), tf.function(lambda x: case.call(layer, x))):
+    if BACKEND == "jax" and policy == "mixed_float16" and case.name == "GMLPBlock_tiny_attention":
+        # Keras's MultiHeadAttention under jit: XLA on CPU has no float16 x float16 ->
+        # float32 dot (docs/backends.md). A clear error, eager calls work.
+        with pytest.raises(ValueError, match="F16_F16_F32"):
+            compiled(lambda x: case.call(layer, x))(case.x)
+        calls = (lambda x: case.call(layer, x),)
+    else:
+        calls = (lambda x: case.call(layer, x), compiled(lambda x: case.call(layer, x)))
+    for call in calls:
         out = call(case.x)
         assert keras.backend.standardize_dtype(out.dtype) in (layer.compute_dtype, "int32", "int64")
         np.testing.assert_allclose(_np(out), clean, rtol=tol, atol=tol)

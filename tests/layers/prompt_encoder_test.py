@@ -5,6 +5,9 @@ import pytest
 from keras_space.layers import PromptEncoder
 from keras_space.testing import run_layer_contract
 
+# passes on JAX; left out of the test command's JAX session for time (docs/backends.md)
+pytestmark = [pytest.mark.all_backends, pytest.mark.jax_not_in_ci]
+
 RNG = np.random.default_rng(0)
 EMB = RNG.normal(size=(3, 5, 8)).astype("float32")
 IDS = np.array([[101, 7, 2, 3, 0], [7, 8, 9, 1, 0], [4, 9, 4, 5, 6]], dtype="int32")
@@ -129,10 +132,11 @@ def test_freeze_gives_identical_outputs_without_the_encoder(encoder):
 @pytest.mark.parametrize(
     "kwargs, data, shape",
     [
-        # the paper's encoder holds the residual "lstm" one's parts (bidirectional LSTMs, Dense)
-        (dict(encoder="lstm_mlp", encoder_hidden_dim=6, dropout=0.1, seed=1), EMB, (3, 7, 8)),
+        # first: the SavedModel clause runs on it (a SavedModel of the LSTMs costs 10 s)
         (dict(encoder="mlp", placeholder_ids=PLACEHOLDERS, max_sequence_length=9),
          {"inputs": EMB, "token_ids": IDS}, (3, 5, 8)),
+        # the paper's encoder holds the residual "lstm" one's parts (bidirectional LSTMs, Dense)
+        (dict(encoder="lstm_mlp", encoder_hidden_dim=6, dropout=0.1, seed=1), EMB, (3, 7, 8)),
     ],
 )
 def test_layer_contract(kwargs, data, shape, saved_model_once):

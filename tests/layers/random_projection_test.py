@@ -8,6 +8,8 @@ from keras_space.layers import RandomProjection
 from keras_space.ops import jl_min_dim
 from keras_space.testing import run_layer_contract
 
+pytestmark = pytest.mark.all_backends
+
 
 @pytest.mark.parametrize("kind", ["gaussian", "sparse", "orthogonal"])
 def test_pairwise_distortion_within_eps(kind):

@@ -3,11 +3,14 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+import tensorflow as tf  # tf.data input to adapt: Keras takes it on every backend
 from sklearn.decomposition import PCA
 
 from keras_space.layers import WhiteningLayer
 from keras_space.testing import run_layer_contract
+from tests.backend import compiled
+
+pytestmark = pytest.mark.all_backends
 
 
 def correlated(n=3000, d=24, seed=0):
@@ -57,7 +60,7 @@ def test_streaming_adapt_equals_one_shot():
     ds = WhiteningLayer(n_components=10)
     ds.adapt(tf.data.Dataset.from_tensor_slices(X).batch(500))
     tensor = WhiteningLayer(n_components=10)
-    tensor.adapt(tf.constant(X), batch_size=1000)
+    tensor.adapt(keras.ops.convert_to_tensor(X), batch_size=1000)
     for other in (streamed, ds, tensor):
         np.testing.assert_allclose(other.mean, one.mean, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(other.kernel, one.kernel, rtol=1e-5, atol=1e-6)
@@ -169,7 +172,7 @@ def test_direct_calls_under_a_mixed_policy_keep_float64_statistics(policy):
     eigenvalues, vectors = np.linalg.eigh(np.cov(X.astype("float64"), rowvar=False))
     order = np.argsort(eigenvalues)[::-1][:6]
     want = (X[:5] - mean) @ (vectors[:, order] / np.sqrt(eigenvalues[order]))
-    for call in (layer, tf.function(layer)):
+    for call in (layer, compiled(layer)):
         got = np.asarray(call(X[:5]), dtype="float64")
         assert keras.backend.standardize_dtype(call(X[:5]).dtype) == policy.split("_")[1]
         np.testing.assert_allclose(np.abs(got), np.abs(want), rtol=2e-2, atol=2e-2)

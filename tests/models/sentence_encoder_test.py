@@ -8,6 +8,8 @@ from keras_space.models import encode_texts, sentence_encoder
 
 from conftest import load_minilm
 
+pytestmark = pytest.mark.all_backends
+
 SENTENCES = [
     "A man is playing a guitar.",
     "A man plays the guitar on stage while the crowd sings along loudly.",

@@ -6,6 +6,8 @@ from sklearn.utils.extmath import randomized_svd as sk_randomized_svd
 
 from keras_space.ops import randomized_svd
 
+pytestmark = pytest.mark.all_backends
+
 
 def low_rank_plus_noise(m, n, rank, noise, seed=0):
     rng = np.random.default_rng(seed)

@@ -16,7 +16,7 @@ from keras_space.ops import (
     vmf_log_normalizer,
     vmf_mean_resultant_length,
 )
-from tests.backend import derivative, f64, grad, numpy
+from tests.backend import derivative, f64, grad, numpy, on_jax_too
 
 pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
 
@@ -102,20 +102,6 @@ def draw(sampler, d, k, n, seed=(1, 2)):
     else:
         w, omw = vmf._table_sample_w(vmf._inverse_cdf_table(d, k), (n,), seed)
     return numpy(w), numpy(omw)
-
-
-def on_jax_too(rows, every=2):
-    """The grid's rows, every `every`-th (and the last) also run by the JAX session, the
-    others on TensorFlow only: the code is the same keras.ops on both backends (only the
-    random source and the kernels differ), and the whole grid on both would exceed the
-    suite's time budget."""
-    def marks(i):
-        if i % every == 0 or i == len(rows) - 1:
-            return [pytest.mark.all_backends_slow]
-        return [pytest.mark.jax_skip_row]
-
-    return [pytest.param(*(row if isinstance(row, tuple) else (row,)), marks=marks(i))
-            for i, row in enumerate(rows)]
 
 
 SAMPLER_DIMS = on_jax_too([(s, d) for s in ("wood", "table") for d in DIMS] + [("closed_form", 3)],

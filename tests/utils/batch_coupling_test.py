@@ -1,6 +1,9 @@
 import keras
+import pytest
 
 from keras_space.utils import find_batch_coupled_layers
+
+pytestmark = pytest.mark.all_backends
 
 
 def test_finds_trainable_batch_normalization_recursively():

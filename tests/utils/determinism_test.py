@@ -4,21 +4,16 @@ determinism is process-wide and cannot be switched off again)."""
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 
 from keras_space.utils import set_deterministic
 
-SCRIPT = r"""
-import warnings
-import numpy as np, keras, keras_hub, tensorflow as tf
-from tensorflow.python.framework import config as tf_config
+RUN = r"""
+import numpy as np, keras, keras_hub
 from keras_space.models import p_tuning_model
 from keras_space.utils import set_deterministic
-
-with warnings.catch_warnings():
-    warnings.simplefilter("error")
-    set_deterministic(3)  # first thing: independent ops then run one at a time
-assert tf.config.threading.get_inter_op_parallelism_threads() == 1
 
 def run():
     set_deterministic(3)
@@ -33,13 +28,39 @@ def run():
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, rng.integers(0, 2, 32), batch_size=8, epochs=1, verbose=0)  # shuffled, dropout
     return [np.asarray(w) for w in model.trainable_weights]
+"""
 
+SCRIPT = r"""
+import warnings
+import numpy as np, tensorflow as tf
+from tensorflow.python.framework import config as tf_config
+from keras_space.utils import set_deterministic
+
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    set_deterministic(3)  # first thing: independent ops then run one at a time
+assert tf.config.threading.get_inter_op_parallelism_threads() == 1
+""" + RUN + r"""
 first, second = run(), run()
 assert tf_config.is_op_determinism_enabled()
 for a, b in zip(first, second, strict=True):
     np.testing.assert_array_equal(a, b)
 print("same")
 """
+
+
+@pytest.mark.all_backends
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="TensorFlow: op determinism is process-wide, "
+                           "test_seeded_p_tuning_runs_repeat_bit_for_bit runs it in a fresh process")
+def test_seeded_p_tuning_runs_repeat_bit_for_bit_on_jax():
+    """On JAX, set_deterministic seeds (XLA's CPU kernels are deterministic): two seeded
+    runs in one process give bit-identical weights."""
+    namespace = {}
+    exec(RUN, namespace)  # noqa: S102 - the same run as the TensorFlow script's
+    first, second = namespace["run"](), namespace["run"]()
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
