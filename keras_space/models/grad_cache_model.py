@@ -8,7 +8,6 @@ gradients are one small module per backend: `_grad_cache_tf` (`tf.while_loop`,
 `tf.distribute`) and `_grad_cache_jax` (`jax.vjp` of the stateless embedding).
 """
 
-import inspect
 import math
 
 import keras
@@ -365,26 +364,27 @@ class GradCacheModel(keras.Model):
 
         return _grad_cache_tf.gradients(self, parts, batch, y, sample_weight)
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit`; `sample_weight` weights the tuples, `class_weight` is refused.
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, **kwargs):
+        """`keras.Model.fit` (the same arguments, in its order); `sample_weight` weights
+        the tuples, `class_weight` is refused.
 
         Keras drops `sample_weight` when `y` is None (before `train_step` sees the
         data), so then `y` is set to dummy labels (the loss ignores them unless
         `mask_duplicates`).
         """
-        bound = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
-        if bound.get("class_weight") is not None:
+        if class_weight is not None:
             raise ValueError(
                 "GradCacheModel.fit does not support `class_weight`: a contrastive loss has no "
                 "classes (pass per-tuple `sample_weight` instead). Received: class_weight of "
-                f"type {type(bound['class_weight']).__name__}"
+                f"type {type(class_weight).__name__}"
             )
         if isinstance(x, (tuple, list)) and any(part is None for part in x):
             raise ValueError(
                 f"GradCacheModel takes {_X_FORMAT}; every part must be data. Received: x with "
                 f"None at positions {[i for i, part in enumerate(x) if part is None]}"
             )
-        sample_weight = bound.get("sample_weight")
         if sample_weight is not None and not _numeric(sample_weight):
             raise validation.ArgumentTypeError(
                 "`sample_weight` must be numbers, one weight per tuple. "
@@ -398,7 +398,10 @@ class GradCacheModel(keras.Model):
                              np.isfinite(weights) & (weights >= 0), "finite weights >= 0")
         if sample_weight is not None and y is None:
             y = ops.zeros((ops.shape(sample_weight)[0],), "int32")
-        return super().fit(x, y, *args, **kwargs)
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                           callbacks=callbacks, validation_split=validation_split,
+                           validation_data=validation_data, shuffle=shuffle,
+                           sample_weight=sample_weight, **kwargs)
 
     def train_step(self, *args):
         """One optimizer step by gradient caching: `train_step(data)` on TensorFlow,
