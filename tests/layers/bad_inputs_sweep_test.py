@@ -21,6 +21,7 @@ call, run over the whole table:
 """
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -195,14 +196,15 @@ def test_direct_calls_under_a_mixed_policy(case, policy):
     for w in layer.weights:
         assert keras.backend.standardize_dtype(w.dtype) not in ("float16", "bfloat16"), w.path
     tol = 2e-2 if policy == "mixed_float16" else 1e-1
+    direct = functools.partial(case.call, layer)
     if BACKEND == "jax" and policy == "mixed_float16" and case.name == "GMLPBlock_tiny_attention":
         # Keras's MultiHeadAttention under jit: XLA on CPU has no float16 x float16 ->
         # float32 dot (docs/backends.md). A clear error, eager calls work.
         with pytest.raises(ValueError, match="F16_F16_F32"):
-            compiled(lambda x: case.call(layer, x))(case.x)
-        calls = (lambda x: case.call(layer, x),)
+            compiled(direct)(case.x)
+        calls = (direct,)
     else:
-        calls = (lambda x: case.call(layer, x), compiled(lambda x: case.call(layer, x)))
+        calls = (direct, compiled(direct))
     for call in calls:
         out = call(case.x)
         assert keras.backend.standardize_dtype(out.dtype) in (layer.compute_dtype, "int32", "int64")
