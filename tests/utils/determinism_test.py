@@ -67,19 +67,16 @@ def test_seeded_p_tuning_runs_repeat_bit_for_bit():
     assert out.returncode == 0 and "same" in out.stdout, out.stderr[-3000:]
 
 
-LATE = r"""
-import tensorflow as tf, pytest
-from keras_space.utils import set_deterministic
-tf.constant(1.0) + 1  # TensorFlow has started: the thread setting can no longer change
-with pytest.warns(UserWarning, match="first thing in the script"):
-    set_deterministic(0)
-print("warned")
-"""
-
-
+@pytest.mark.tensorflow_only("TensorFlow's thread settings")
 def test_called_after_tensorflow_started_warns():
-    out = subprocess.run([sys.executable, "-c", LATE], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "warned" in out.stdout, out.stderr[-3000:]
+    """In this process TensorFlow has started: the thread setting can no longer change, so
+    it warns. (It still enables op determinism in this worker, as the docstring example
+    of `set_deterministic` does in whichever worker runs it: every test passes either way.)"""
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1
+    with pytest.warns(UserWarning, match="first thing in the script"):
+        set_deterministic(0)
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0", None])
