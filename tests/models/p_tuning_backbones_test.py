@@ -211,6 +211,22 @@ def test_freeze_prompts_and_keras_reload_keep_the_backbone_frozen(kind, tmp_path
     np.testing.assert_array_equal(np.asarray(loaded(x)), before)
 
 
+@pytest.mark.tensorflow_only("SavedModel")
+def test_frozen_prompts_export_to_a_saved_model_that_serves_the_same_logits(tmp_path):
+    import tensorflow as tf
+
+    model = p_tuning_model(small_backbone("bert"), num_classes=2, num_virtual_tokens=2,
+                           encoder="mlp")
+    randomise_prompt(model, seed=3)
+    x = inputs_for(model, *rows(9))
+    frozen = freeze_prompts(model)
+    logits = np.asarray(model(x))
+    frozen.export(tmp_path / "served", verbose=False)
+    reloaded = tf.saved_model.load(str(tmp_path / "served"))  # kept: it owns the variables
+    served = reloaded.serve({k: tf.constant(v, "int32") for k, v in x.items()})
+    np.testing.assert_allclose(served, logits, atol=1e-6)
+
+
 def test_refusals_name_the_backbone_and_the_way_out():
     gpt2, bert = small_backbone("gpt2"), small_backbone("bert")
     with pytest.raises(ValueError, match="GPT2Backbone is causal: use head='causal_lm'"):

@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_space.models import apply_prompt_template, freeze_prompts, p_tuning_model
 
@@ -108,10 +107,7 @@ def test_freeze_prompts_and_saving(minilm, tmp_path):
     np.testing.assert_array_equal(
         outputs(keras.saving.load_model(tmp_path / "frozen.keras"), x), logits
     )
-    frozen.export(tmp_path / "served", verbose=False)
-    reloaded = tf.saved_model.load(str(tmp_path / "served"))
-    served = reloaded.serve({k: tf.constant(v, "int32") for k, v in x.items()})
-    np.testing.assert_allclose(served, logits, atol=1e-6)
+    # (its SavedModel export: p_tuning_backbones_test, on a small BERT)
 
     model.save(tmp_path / "train.keras")  # the training form keeps the encoder and optimizer
     resumed = keras.saving.load_model(tmp_path / "train.keras")
