@@ -176,11 +176,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"TensorFlow by nature: {reason}"))
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown has ended the file's fixtures
 def pytest_runtest_teardown(item, nextitem):
     """One garbage collection per test file (automatic collection is off); what
     survives it is frozen (`gc.freeze`), so the next collection walks only the
     objects made since (the survivors grew to a million objects, and each
-    collection walked them all again: 9 % of the TensorFlow session's time)."""
+    collection walked them all again: 9 % of the TensorFlow session's time).
+    Module fixtures are torn down first, so what they held is collected, not frozen."""
     if nextitem is None or nextitem.path != item.path:
         gc.collect()
         gc.freeze()
