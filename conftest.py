@@ -26,27 +26,34 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# The tests run thousands of tiny compiled programs, so XLA's compile time dominates
-# (a quarter of the JAX session): no LLVM optimisation passes, which change no IEEE
-# result (XLA enables no fast-math on CPU), only the speed of code that runs for
-# microseconds here.
+# The tests run thousands of tiny compiled programs, so XLA's CPU compile time dominated
+# the JAX session: no LLVM optimisation passes, and XLA's older (non-MLIR) fusion
+# emitters, which compile a small program in half the time (the JAX session ran a third
+# faster). Neither enables fast-math; some elementwise functions (tanh, exp, expm1,
+# cbrt) round differently in the last bits (up to 3 ulp, measured), within every
+# test's tolerance (each comes from an error analysis, not from one build's rounding).
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 "
-                                   "--xla_llvm_disable_expensive_passes=true")
+                                   "--xla_llvm_disable_expensive_passes=true "
+                                   "--xla_cpu_use_fusion_emitters=false")
 
-import keras  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
+# This session's backend. The process that hands the tests to the workers never imports
+# Keras (TensorFlow's import took 6 s before any worker started); the processes that
+# run tests check that Keras agrees (_set_up_backend).
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 _JAX_SESSION_TIMEOUT_S = 540
 # slow tests run on JAX only where they say so (all_backends_slow): the two sessions
 # share this machine's two cores and the suite's time budget
-_JAX_SELECTION = ("all_backends and not jax_skip_row and not jax_not_in_ci "
+_JAX_SELECTION = ("all_backends and not jax_skip_row "
                   "and (not slow or all_backends_slow)")
 
 
@@ -61,15 +68,9 @@ def pytest_configure(config):
     # again (a sixth of the suite's time): off during the run, one collection per
     # test file instead (pytest_runtest_teardown)
     gc.disable()
-    if keras.backend.backend() == "tensorflow":
-        # Grappler rewrites every new graph before it runs; here that is thousands of
-        # tiny graphs each run a few times (a tenth of the TensorFlow session's time).
-        # Its rewrites change no result the tests check (they all passed either way).
-        import tensorflow as tf
-
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-        _build_keras_optimizers_before_tracing()
-    if (hasattr(config, "workerinput") or keras.backend.backend() != "tensorflow"
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        _set_up_backend()
+    if (hasattr(config, "workerinput") or BACKEND != "tensorflow"
             or "jax" not in config.getoption("backends").split(",")
             or config.option.collectonly):
         return
@@ -93,6 +94,52 @@ def pytest_configure(config):
     log = tempfile.NamedTemporaryFile("w+", prefix="keras_space_jax_", suffix=".log", delete=False)
     config._jax_session = (subprocess.Popen(args, cwd=ROOT, env=env, stdout=log,
                                             stderr=subprocess.STDOUT), log, cache)
+
+
+def _set_up_backend():
+    """In a process that runs tests: Keras on this session's backend, and its test-speed
+    settings."""
+    import keras
+
+    if keras.backend.backend() != BACKEND:
+        raise pytest.UsageError(
+            f"Keras runs on {keras.backend.backend()!r} (its keras.json) but the test command "
+            f"reads KERAS_BACKEND={BACKEND!r}: set KERAS_BACKEND to the backend to test")
+    if BACKEND == "tensorflow":
+        # Grappler rewrites every new graph before it runs; here that is thousands of
+        # tiny graphs each run a few times (a tenth of the TensorFlow session's time).
+        # Its rewrites change no result the tests check (they all passed either way).
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+        _build_keras_optimizers_before_tracing()
+    else:
+        _one_mlir_context_per_thread()
+
+
+def _one_mlir_context_per_thread():
+    """JAX session: every lowering in a thread reuses one MLIR context.
+
+    JAX makes a new context (all its dialects loaded and registered) for each program
+    it lowers, 6 ms each: the tests lower thousands of tiny programs (every new shape
+    of every eager op), so that was a tenth of the JAX session's time, and the
+    contexts waiting for the per-file garbage collection doubled its memory. A context
+    holds the dialects and uniqued types and attributes; each program is still its own
+    module, compiled as before. (Skipped where JAX has no `make_ir_context`.)
+    """
+    from jax._src.interpreters import mlir
+
+    make = getattr(mlir, "make_ir_context", None)
+    if make is None:
+        return
+    local = threading.local()
+
+    def make_ir_context():
+        if getattr(local, "context", None) is None:
+            local.context = make()
+        return local.context
+
+    mlir.make_ir_context = make_ir_context
 
 
 def _keras_own(optimizer):
@@ -166,7 +213,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def pytest_collection_modifyitems(config, items):
-    tensorflow = keras.backend.backend() == "tensorflow"
+    tensorflow = BACKEND == "tensorflow"
     for item in items:
         if "minilm" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
@@ -190,6 +237,8 @@ def pytest_runtest_teardown(item, nextitem):
 
 @pytest.fixture(autouse=True)
 def _seed_and_policy():
+    import keras
+
     keras.utils.set_random_seed(1234)
     keras.config.set_dtype_policy("float32")
     yield

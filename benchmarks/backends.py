@@ -4,7 +4,7 @@ Run: python benchmarks/backends.py [--steps 20]
 Prints one JSON object. The script runs itself once per backend, one after the
 other, in fresh processes (a process has one Keras backend), each timing
 `model.fit` steps (the median step after 3 warm-up steps, compilation
-excluded):
+excluded; for GradCache also the first step, its compilation or tracing included):
   - GradCache: `GradCacheModel` on an MLP encoder (256 -> 512 -> 512 -> 128),
     batch 512 in micro-batches of 64, InfoNCE, Adam;
   - accumulation: `GradientAccumulator(AdamW, 4)` on an MLP
@@ -46,7 +46,7 @@ def measure(steps):
         timer.times = []
         model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
                   steps_per_epoch=steps + 3, callbacks=[timer])
-        return float(np.median(timer.times[3:]))
+        return float(np.median(timer.times[3:])), timer.times[0]
 
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
@@ -58,14 +58,15 @@ def measure(steps):
     a = rng.normal(size=(512 * (steps + 3), 256)).astype("float32")
     grad_cache = GradCacheModel(mlp((256, 512, 512, 128)), micro_batch_size=64)
     grad_cache.compile("adam", InfoNCE(0.05))
-    out["grad_cache_step_s"] = step_time(grad_cache, (a, a + 0.1), None, 512)
+    out["grad_cache_step_s"], out["grad_cache_first_step_s"] = step_time(
+        grad_cache, (a, a + 0.1), None, 512)
 
     x = rng.normal(size=(64 * (steps + 3) * 4, 784)).astype("float32")
     y = rng.integers(0, 10, len(x))
     accumulated = mlp((784, 512, 512, 10))
     accumulated.compile(GradientAccumulator(keras.optimizers.AdamW(1e-3), 4),
                         keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    out["accumulation_micro_step_s"] = step_time(accumulated, x, y, 64)
+    out["accumulation_micro_step_s"] = step_time(accumulated, x, y, 64)[0]
 
     images = rng.uniform(size=(1024 * (steps + 3), 784)).astype("float32")
     inputs = keras.Input((784,))
@@ -73,7 +74,7 @@ def measure(steps):
         keras.layers.Dense(256, activation="relu")(inputs)))
     vae = keras.Model(inputs, keras.layers.Dense(784)(keras.layers.Dense(256, activation="relu")(z)))
     vae.compile("adam", "mse")
-    out["vmf_vae_step_s"] = step_time(vae, images, images, 1024)
+    out["vmf_vae_step_s"] = step_time(vae, images, images, 1024)[0]
     return out
 
 

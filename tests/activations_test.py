@@ -13,17 +13,22 @@ from keras_space.ops import _dtype_safe as safe
 from tests.backend import compiled, f64, grad, gradient_function, numpy, on_jax_too
 
 pytestmark = [pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning"),
-              pytest.mark.all_backends,
-              # passes on JAX; left out of the test command's JAX session for time (docs/backends.md)
-              pytest.mark.jax_not_in_ci]
+              pytest.mark.all_backends]
 
 DIST = {"gaussian": stats.norm, "logistic": stats.logistic, "cauchy": stats.cauchy}
+# the same densities as plain Python for quad's scalar integrand (scipy.stats' pdf costs
+# ~30 us a call, most of these tests' time); test_quadrature_densities_are_scipys checks them
+PDF = {
+    "gaussian": lambda z: math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi),
+    "logistic": lambda z: math.exp(-abs(z)) / (1.0 + math.exp(-abs(z))) ** 2,
+    "cauchy": lambda z: 1.0 / (math.pi * (1.0 + z * z)),
+}
 XS = np.concatenate([np.linspace(-4.0, 4.0, 33) + 0.013, [-0.0, 0.0, 1.0, -2.0]])
 
 
 def convolve(f, x, sigma, kernel, jumps=()):
     """E[f(x + sigma Z)] by scipy.quad over the whole line, split at jumps of f."""
-    dist = DIST[kernel]
+    pdf = PDF[kernel]
     # cut at the jumps and around the kernel's peak so quad sees every piece
     near = {(j - x) / sigma for j in jumps if abs(j - x) / sigma < 40.0}
     cuts = sorted(near | {-30.0, -10.0, -3.0, 0.0, 3.0, 10.0, 30.0})
@@ -31,11 +36,18 @@ def convolve(f, x, sigma, kernel, jumps=()):
     total = 0.0
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         val, _ = integrate.quad(
-            lambda z: f(x + sigma * z) * dist.pdf(z), lo, hi, limit=400,
+            lambda z: f(x + sigma * z) * pdf(z), lo, hi, limit=400,
             epsabs=1e-13, epsrel=1e-12,
         )
         total += val
     return total
+
+
+def test_quadrature_densities_are_scipys():
+    z = np.concatenate([np.linspace(-40.0, 40.0, 801), [0.0, 1e-300, 1e3, -1e150]])
+    for kernel, dist in DIST.items():
+        np.testing.assert_allclose([PDF[kernel](float(v)) for v in z], dist.pdf(z), rtol=1e-14, atol=0,
+                                   err_msg=kernel)
 
 
 def floor_reference(xs, sigma, kernel):

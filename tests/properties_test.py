@@ -23,8 +23,7 @@ from scipy import special
 from keras_space import activations as A
 from keras_space import layers as L
 
-# passes on JAX; left out of the test command's JAX session for time (docs/backends.md)
-pytestmark = [pytest.mark.all_backends, pytest.mark.jax_not_in_ci]
+pytestmark = pytest.mark.all_backends
 
 SETTINGS = settings(
     max_examples=25, deadline=None, derandomize=True, database=None,

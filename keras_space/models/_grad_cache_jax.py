@@ -14,8 +14,9 @@ while the Keras layers run:
   with (the same dropout masks) and pulls the cached embedding gradients back
   through it with `jax.vjp` of that stateless embedding, summing.
 
-Micro-batches are a Python loop over static slices (JAX shapes are static):
-the traced step holds one copy of the encoder per micro-batch and pass.
+The whole micro-batches run in a `jax.lax.scan` (the seed states carried), and
+a last, smaller one after it: the traced step holds the encoder once per pass
+(twice with an uneven last micro-batch), whatever the number of micro-batches.
 """
 
 import jax
@@ -39,6 +40,19 @@ def _embed(model, trainable, non_trainable, chunk, training):
     return embeddings, [scope.get_current_value(v) for v in model.non_trainable_variables]
 
 
+def _split(parts, batch, m):
+    """(the whole micro-batches stacked on a new leading axis, or None; the last,
+    smaller micro-batch, or None)."""
+    whole = batch // m * m
+    stacked = rest = None
+    if whole:
+        stacked = keras.tree.map_structure(
+            lambda t: jax.numpy.reshape(t[:whole], (whole // m, m) + tuple(t.shape[1:])), parts)
+    if whole < batch:
+        rest = keras.tree.map_structure(lambda t: t[whole:], parts)
+    return stacked, rest
+
+
 def gradients(model, state, parts, batch, y, sample_weight):
     """(loss, scaled loss, gradients, embeddings, non-trainable values after pass 1).
 
@@ -48,16 +62,23 @@ def gradients(model, state, parts, batch, y, sample_weight):
     """
     trainable, non_trainable, optimizer = state
     m = model.micro_batch_size
-    chunks = [keras.tree.map_structure(lambda t, i=i: t[i:i + m], parts)
-              for i in range(0, batch, m)]
+    stacked, rest = _split(parts, batch, m)
+    frozen = jax.lax.stop_gradient(list(trainable))
 
-    # Pass 1: embeddings without gradients; each chunk's starting seed states kept.
-    starts, embedded, current = [], [], list(non_trainable)
-    for chunk in chunks:
-        starts.append(current)
-        h, current = _embed(model, jax.lax.stop_gradient(trainable), current, chunk, True)
-        embedded.append(jax.lax.stop_gradient(h))
-    reps = keras.ops.concatenate(embedded, axis=0)
+    # Pass 1: embeddings without gradients; each micro-batch's starting seed states kept.
+    def embed_one(current, chunk):
+        h, after = _embed(model, frozen, current, chunk, True)
+        return after, (jax.lax.stop_gradient(h), current)
+
+    current, embedded, starts = list(non_trainable), [], None
+    if stacked is not None:
+        current, (h, starts) = jax.lax.scan(embed_one, current, stacked)
+        embedded.append(jax.numpy.reshape(h, (-1,) + h.shape[2:]))
+    if rest is not None:
+        rest_start = current
+        current, (h, _) = embed_one(current, rest)
+        embedded.append(h)
+    reps = keras.ops.concatenate(embedded, axis=0) if len(embedded) > 1 else embedded[0]
 
     # Pass 2: the full-batch loss on the embeddings (and the trainable values: the
     # temperature is one; the encoders' weights do not enter it).
@@ -69,13 +90,20 @@ def gradients(model, state, parts, batch, y, sample_weight):
     (scaled, loss), (cache, direct) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
         reps, list(trainable))
 
-    # Pass 3: each chunk again from its seed states, the cached gradients pulled back.
+    # Pass 3: each micro-batch again from its seed states, the cached gradients pulled back.
+    def pull_back(grads, chunk_start_cache):
+        chunk, start, chunk_cache = chunk_start_cache
+        _, pull = jax.vjp(lambda t: _embed(model, t, start, chunk, True)[0], list(trainable))
+        (chunk_grads,) = pull(chunk_cache)
+        return [g + c.astype(g.dtype) for g, c in zip(grads, chunk_grads, strict=True)], None
+
     grads = list(direct)
-    for i, (chunk, start) in enumerate(zip(chunks, starts, strict=True)):
-        _, pull = jax.vjp(lambda t, c=chunk, s=start: _embed(model, t, s, c, True)[0],
-                          list(trainable))
-        (chunk_grads,) = pull(cache[i * m:(i + 1) * m])
-        grads = [g + c.astype(g.dtype) for g, c in zip(grads, chunk_grads, strict=True)]
+    whole = batch // m * m
+    if stacked is not None:
+        stacked_cache = jax.numpy.reshape(cache[:whole], (whole // m, m) + cache.shape[1:])
+        grads, _ = jax.lax.scan(pull_back, grads, (stacked, starts, stacked_cache))
+    if rest is not None:
+        grads, _ = pull_back(grads, (rest, rest_start, cache[whole:]))
     return loss, scaled, grads, reps, current
 
 

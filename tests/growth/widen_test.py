@@ -10,8 +10,7 @@ from keras_space.growth import narrow_outputs, widen, widen_inputs
 
 from conftest import load_minilm
 
-# passes on JAX; left out of the test command's JAX session for time (docs/backends.md)
-pytestmark = [pytest.mark.all_backends, pytest.mark.jax_not_in_ci]
+pytestmark = pytest.mark.all_backends
 
 RNG = np.random.default_rng(0)
 

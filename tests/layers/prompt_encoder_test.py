@@ -5,8 +5,7 @@ import pytest
 from keras_space.layers import PromptEncoder
 from keras_space.testing import run_layer_contract
 
-# passes on JAX; left out of the test command's JAX session for time (docs/backends.md)
-pytestmark = [pytest.mark.all_backends, pytest.mark.jax_not_in_ci]
+pytestmark = pytest.mark.all_backends
 
 RNG = np.random.default_rng(0)
 EMB = RNG.normal(size=(3, 5, 8)).astype("float32")

@@ -17,8 +17,7 @@ from keras_space.layers import (
 from keras_space.testing import run_layer_contract
 from tests.backend import value_and_variable_grads
 
-# passes on JAX; left out of the test command's JAX session for time (docs/backends.md)
-pytestmark = [pytest.mark.all_backends, pytest.mark.jax_not_in_ci]
+pytestmark = pytest.mark.all_backends
 
 X = np.random.default_rng(0).normal(size=(4, 6)).astype("float32") * 2.0
 

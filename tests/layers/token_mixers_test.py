@@ -15,8 +15,7 @@ from keras_space.layers import (
 )
 from keras_space.testing import check_masking, run_layer_contract
 
-# passes on JAX; left out of the test command's JAX session for time (docs/backends.md)
-pytestmark = [pytest.mark.all_backends, pytest.mark.jax_not_in_ci]
+pytestmark = pytest.mark.all_backends
 
 RNG = np.random.default_rng(0)
 B, N, C = 3, 8, 16

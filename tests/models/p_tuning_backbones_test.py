@@ -14,8 +14,7 @@ import pytest
 
 from keras_space.models import apply_prompt_template, freeze_prompts, p_tuning_model
 
-# passes on JAX; left out of the test command's JAX session for time (docs/backends.md)
-pytestmark = [pytest.mark.all_backends, pytest.mark.jax_not_in_ci]
+pytestmark = pytest.mark.all_backends
 
 VOCAB = 64
 STAND_INS = [56, 57, 58]  # rows of the reference copy's table that carry the prompt
