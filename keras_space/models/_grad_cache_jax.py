@@ -40,17 +40,9 @@ def _embed(model, trainable, non_trainable, chunk, training):
     return embeddings, [scope.get_current_value(v) for v in model.non_trainable_variables]
 
 
-def _split(parts, batch, m):
-    """(the whole micro-batches stacked on a new leading axis, or None; the last,
-    smaller micro-batch, or None)."""
-    whole = batch // m * m
-    stacked = rest = None
-    if whole:
-        stacked = keras.tree.map_structure(
-            lambda t: jax.numpy.reshape(t[:whole], (whole // m, m) + tuple(t.shape[1:])), parts)
-    if whole < batch:
-        rest = keras.tree.map_structure(lambda t: t[whole:], parts)
-    return stacked, rest
+def _stacked(t, count, m):
+    """The first `count` micro-batches of `t` (rows of `m`) on a new leading axis."""
+    return jax.numpy.reshape(t[:count * m], (count, m) + tuple(t.shape[1:]))
 
 
 def gradients(model, state, parts, batch, y, sample_weight):
@@ -62,7 +54,9 @@ def gradients(model, state, parts, batch, y, sample_weight):
     """
     trainable, non_trainable, optimizer = state
     m = model.micro_batch_size
-    stacked, rest = _split(parts, batch, m)
+    count, whole = batch // m, batch // m * m  # whole micro-batches, and their rows
+    stacked = keras.tree.map_structure(lambda t: _stacked(t, count, m), parts) if count else None
+    rest = keras.tree.map_structure(lambda t: t[whole:], parts) if whole < batch else None
     frozen = jax.lax.stop_gradient(list(trainable))
 
     # Pass 1: embeddings without gradients; each micro-batch's starting seed states kept.
@@ -98,10 +92,8 @@ def gradients(model, state, parts, batch, y, sample_weight):
         return [g + c.astype(g.dtype) for g, c in zip(grads, chunk_grads, strict=True)], None
 
     grads = list(direct)
-    whole = batch // m * m
     if stacked is not None:
-        stacked_cache = jax.numpy.reshape(cache[:whole], (whole // m, m) + cache.shape[1:])
-        grads, _ = jax.lax.scan(pull_back, grads, (stacked, starts, stacked_cache))
+        grads, _ = jax.lax.scan(pull_back, grads, (stacked, starts, _stacked(cache, count, m)))
     if rest is not None:
         grads, _ = pull_back(grads, (rest, rest_start, cache[whole:]))
     return loss, scaled, grads, reps, current
