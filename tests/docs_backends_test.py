@@ -13,7 +13,6 @@ pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.p
 
 
 @pytest.mark.slow
-@pytest.mark.all_backends_slow
 def test_the_jax_example_of_the_backends_page(minilm):
     with open(os.path.join(ROOT, "docs", "backends.md"), encoding="utf-8") as f:
         blocks = re.findall(r"```python jax notest\n(.*?)```", f.read(), flags=re.S)

@@ -16,10 +16,9 @@ X = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
 @pytest.mark.parametrize(
     "kwargs",
     [
-        # the JAX session runs the learned-kappa variant (each contract compiles for a while)
-        pytest.param({"kappa": 20.0, "seed": 1}, marks=pytest.mark.jax_skip_row),
+        {"kappa": 20.0, "seed": 1},
         {"kappa": 5.0, "learn_kappa": True, "seed": 2},
-        pytest.param({"kappa": 50.0, "sampler": "wood", "seed": 3}, marks=pytest.mark.jax_skip_row),
+        {"kappa": 50.0, "sampler": "wood", "seed": 3},
     ],
 )
 def test_layer_contract(kwargs, saved_model_once):

@@ -315,7 +315,7 @@ def test_table_is_small():
     assert np.all(np.diff(table) >= 0)
 
 
-@pytest.mark.parametrize("d", [pytest.param(3, marks=pytest.mark.jax_skip_row), 16])
+@pytest.mark.parametrize("d", [3, 16])
 def test_a_tensor_of_kappas_matches_the_scalar_branches(d):
     """A scalar kappa runs one branch (ops.cond), a tensor both (element-wise where):
     the same values, and the same gradients, on both sides of the switch. The

@@ -51,7 +51,6 @@ print("same")
 
 @pytest.mark.slow
 @pytest.mark.all_backends
-@pytest.mark.all_backends_slow
 def test_seeded_p_tuning_runs_repeat_bit_for_bit():
     """Two seeded runs give bit-identical weights: on TensorFlow in a fresh process
     (op determinism is process-wide and cannot be switched off again), on JAX in this
