@@ -120,11 +120,10 @@ def _one_stack_trace_for_every_graph_op():
 
     TensorFlow records the Python stack at every op it adds to a graph (for the
     "defined at" lines of errors raised later by that op); in these thousands of small
-    traced steps that was a fifth of their time (four test modules side by side: 140 -> 111
-    CPU-s). The ops here all carry the
-    stack of this function instead: errors keep their messages and types (which the
-    tests check), only their "defined at" lines point here. (Skipped where TensorFlow's
-    ops module no longer calls `tf_stack.extract_stack`.)
+    traced steps that was a fifth of their time (four test modules side by side: 140 ->
+    111 CPU-s). The ops here all carry the stack of this function instead: errors keep
+    their messages and types (which the tests check), only their "defined at" lines
+    point here. (Skipped where TensorFlow's ops module has no `tf_stack`.)
     """
     from tensorflow.python.framework import ops
 
@@ -169,9 +168,14 @@ def _keras_own(optimizer):
     return True
 
 
+# whether the running test builds keras_space's own optimizers before tracing
+# (pytest_runtest_setup; not in the tests marked optimizer_built_in_trace)
+_BUILD_OWN_OPTIMIZERS_FIRST = [True]
+
+
 def _build_keras_optimizers_before_tracing():
-    """TensorFlow session: a built model's unbuilt Keras optimizer is built before its
-    train function is made.
+    """TensorFlow session: a built model's unbuilt optimizer is built before its train
+    function is made.
 
     Without a distribution strategy Keras 3.15's TensorFlow trainer builds the optimizer
     inside the first traced train step, and TensorFlow then traces that step a second
@@ -180,7 +184,8 @@ def _build_keras_optimizers_before_tracing():
     the same zero-initialised slots; Keras builds it first itself on JAX and under any
     tf.distribute strategy. keras_space's own optimizers (GradientAccumulator,
     LayerwiseLearningRate, and any nesting holding one) keep the default path, built in
-    the trace, as users on TensorFlow run them.
+    the trace as users on TensorFlow run them, in the tests marked
+    `optimizer_built_in_trace` (their own test modules).
     """
     from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
@@ -188,7 +193,8 @@ def _build_keras_optimizers_before_tracing():
 
     def make_after_building(self, force=False):
         optimizer = self.optimizer
-        if (optimizer is not None and not optimizer.built and _keras_own(optimizer)
+        if (optimizer is not None and not optimizer.built
+                and (_BUILD_OWN_OPTIMIZERS_FIRST[0] or _keras_own(optimizer))
                 and self.built and all(layer.built for layer in self._flatten_layers())):
             optimizer.build(self.trainable_variables)
         return make_train_function(self, force)
@@ -239,6 +245,10 @@ def pytest_collection_modifyitems(config, items):
         if marker is not None and not tensorflow:
             reason = marker.args[0] if marker.args else "TensorFlow by nature"
             item.add_marker(pytest.mark.skip(reason=f"TensorFlow by nature: {reason}"))
+
+
+def pytest_runtest_setup(item):
+    _BUILD_OWN_OPTIMIZERS_FIRST[0] = item.get_closest_marker("optimizer_built_in_trace") is None
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own teardown has ended the file's fixtures

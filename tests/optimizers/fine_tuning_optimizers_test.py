@@ -15,7 +15,9 @@ from keras_space.optimizers import (
 from keras_space.optimizers.schedules import PiecewiseLinear, warmup_linear_decay
 from tests.backend import value_and_variable_grads
 
-pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+# also run by the JAX session; on TensorFlow the optimizers build inside the first
+# traced step, as users run them (conftest.py)
+pytestmark = [pytest.mark.all_backends, pytest.mark.optimizer_built_in_trace]
 
 
 def _numpy_piecewise(step, points):

@@ -11,7 +11,9 @@ from keras_space.optimizers import GradientAccumulator
 from keras_space.testing import run_on_logical_cpus
 from tests.backend import value_and_variable_grads
 
-pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
+# also run by the JAX session; on TensorFlow the optimizers build inside the first
+# traced step, as users run them (conftest.py)
+pytestmark = [pytest.mark.all_backends, pytest.mark.optimizer_built_in_trace]
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(96, 8)).astype("float32")
