@@ -125,13 +125,14 @@ def _one_stack_trace_for_every_graph_op():
     their messages and types (which the tests check), only their "defined at" lines
     point here. (Skipped where TensorFlow's ops module has no `tf_stack`.)
     """
+    import types
+
     from tensorflow.python.framework import ops
 
-    stack = getattr(ops, "tf_stack", None)
-    if stack is None or not hasattr(stack, "extract_stack"):
+    if not hasattr(getattr(ops, "tf_stack", None), "extract_stack"):
         return
-    trace = stack.extract_stack()
-    ops.tf_stack = type("FixedStack", (), {"extract_stack": staticmethod(lambda stacklevel=1: trace)})
+    trace = ops.tf_stack.extract_stack()
+    ops.tf_stack = types.SimpleNamespace(extract_stack=lambda stacklevel=1: trace)
 
 
 def _one_mlir_context_per_thread():

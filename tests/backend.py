@@ -125,7 +125,8 @@ def variables_kept(model):
     """Puts `model`'s variables back after the block: on JAX, Keras 3.15's `predict`,
     `evaluate` and `fit` leave them empty (their buffers donated to the step) when the
     compiled step raises (docs/backends.md), and a test that provokes such an error on a
-    model holding a shared backbone must not empty the backbone for the tests after it."""
+    model holding a shared backbone must not empty the backbone for the tests after it.
+    (All its variables: `get_weights` leaves out the seed generators' states.)"""
     saved = [np.array(v) for v in model.variables]
     try:
         yield
