@@ -26,14 +26,24 @@ def small_bert_scorer():
     return keras.Model(backbone.input, keras.layers.Dense(1)(backbone.output["pooled_output"]))
 
 
-def test_boolean_masks_serve_the_keras_outputs(tmp_path):
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    """The small scorer, exported once each way the tests serve it: by features
+    (token ids, segments, padding mask) and by sentence pairs."""
     _, preprocessor = load_minilm(32)
     model = small_bert_scorer()
+    folder = tmp_path_factory.mktemp("scorer")
+    export_for_serving(model, folder / "features")
+    export_for_serving(model, folder / "pairs", preprocessor=preprocessor, num_texts=2)
+    return model, preprocessor, folder
+
+
+def test_boolean_masks_serve_the_keras_outputs(scorer):
+    model, preprocessor, folder = scorer
     features = preprocessor(tf.constant(TEXTS))
     assert features["padding_mask"].dtype == tf.bool  # what the preprocessor gives
     want = model.predict(features, verbose=0)
-    export_for_serving(model, tmp_path / "features")
-    served = tf.saved_model.load(str(tmp_path / "features"))
+    served = tf.saved_model.load(str(folder / "features"))
     got = served.serve({k: features[k] for k in ("token_ids", "segment_ids", "padding_mask")})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -58,13 +68,11 @@ def test_raw_strings_serve_the_pretrained_encoder_without_keras(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, rtol=1e-5, atol=1e-5)
 
 
-def test_sentence_pairs_are_served_as_two_string_inputs(tmp_path):
-    _, preprocessor = load_minilm(32)
-    model = small_bert_scorer()
+def test_sentence_pairs_are_served_as_two_string_inputs(scorer):
+    model, preprocessor, folder = scorer
     a, b = tf.constant(TEXTS), tf.constant(TEXTS[::-1])
     want = model.predict(preprocessor(x=(a, b)), verbose=0)
-    export_for_serving(model, tmp_path / "pairs", preprocessor=preprocessor, num_texts=2)
-    served = tf.saved_model.load(str(tmp_path / "pairs"))  # kept: it owns the variables
+    served = tf.saved_model.load(str(folder / "pairs"))  # kept: it owns the variables
     got = served.serve(a, b)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -79,15 +87,13 @@ def test_export_for_serving_refuses_bad_arguments(tmp_path):
             export_for_serving(model, tmp_path / "x", num_texts=bad)
 
 
-def test_served_strings_the_tokenizer_cannot_read_the_same_way_are_refused(tmp_path):
+def test_served_strings_the_tokenizer_cannot_read_the_same_way_are_refused(scorer):
     """Issue 30, item 9: a NUL byte (the graph tokenizer stopped there, the eager one did
     not: 0.41 apart), invalid UTF-8, pairs of 3 and 2 strings (uninitialised ids), and
     served token ids past the vocabulary are refused with the reason; ordinary strings,
     accents and emoji included, serve the Keras model's outputs."""
-    _, preprocessor = load_minilm(32)
-    model = small_bert_scorer()
-    export_for_serving(model, tmp_path / "pairs", preprocessor=preprocessor, num_texts=2)
-    served = tf.saved_model.load(str(tmp_path / "pairs"))
+    model, preprocessor, folder = scorer
+    served = tf.saved_model.load(str(folder / "pairs"))
     texts = tf.constant(["Café au lait ☕", "naïve résumé", "ok"])
     want = model.predict(preprocessor(x=(texts, texts[::-1])), verbose=0)
     np.testing.assert_allclose(served.serve(texts, texts[::-1]), want, rtol=1e-5, atol=1e-6)
@@ -99,8 +105,7 @@ def test_served_strings_the_tokenizer_cannot_read_the_same_way_are_refused(tmp_p
         with pytest.raises(tf.errors.InvalidArgumentError, match=match):
             served.serve(tf.constant(a), tf.constant(b))
 
-    export_for_serving(model, tmp_path / "ids")
-    by_ids = tf.saved_model.load(str(tmp_path / "ids"))
+    by_ids = tf.saved_model.load(str(folder / "features"))
     features = dict(preprocessor(x=(texts, texts)))
     features["token_ids"] = tf.tensor_scatter_nd_update(features["token_ids"], [[0, 1]], [30522])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"`token_ids` must hold ids in \[0, 30522\)"):
