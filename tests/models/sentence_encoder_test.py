@@ -32,16 +32,18 @@ def masked_mean(h, mask):
 
 @pytest.mark.slow
 def test_poolings_against_numpy(minilm):
+    """Each pooling against numpy on the backbone's own outputs. The models are called
+    directly (one compiled program per model made `predict` cost more than the checks;
+    `predict` itself is tested below)."""
     backbone, pre, _ = minilm
     x = {k: np.asarray(v) for k, v in pre(SENTENCES).items()}
-    out = backbone.predict(x, verbose=0)
-    seq = np.asarray(out["sequence_output"], dtype="float64")
-    first = keras.Model(backbone.input, backbone.get_layer("transformer_layer_0").output).predict(x, verbose=0)
+    seq = np.asarray(backbone(x)["sequence_output"], dtype="float64")
+    first = np.asarray(keras.Model(backbone.input, backbone.get_layer("transformer_layer_0").output)(x))
     mask = x["padding_mask"]
-    np.testing.assert_allclose(sentence_encoder(backbone, "mean").predict(x, verbose=0), masked_mean(seq, mask), atol=1e-5)
-    np.testing.assert_allclose(sentence_encoder(backbone, "cls").predict(x, verbose=0), seq[:, 0], atol=1e-5)
+    np.testing.assert_allclose(sentence_encoder(backbone, "mean")(x), masked_mean(seq, mask), atol=1e-5)
+    np.testing.assert_allclose(sentence_encoder(backbone, "cls")(x), seq[:, 0], atol=1e-5)
     np.testing.assert_allclose(
-        sentence_encoder(backbone, "first_last_avg").predict(x, verbose=0),
+        sentence_encoder(backbone, "first_last_avg")(x),
         masked_mean((seq + first) / 2, mask),
         atol=1e-5,
     )
