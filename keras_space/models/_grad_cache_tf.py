@@ -22,11 +22,22 @@ def _gather_across_replicas(local, *extras):
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return local, 0, extras
-    sizes = ctx.all_gather(tf.shape(local)[:1], axis=0)
+
+    def gather(t):
+        # A collective sends to the devices its input is on. With one device per worker
+        # (MultiWorkerMirroredStrategy on CPUs) a traced tensor names none ("destinations
+        # can not be empty"): it is placed on the worker's device first.
+        devices = ctx.strategy.extended.worker_devices
+        if len(devices) == 1:
+            with tf.device(devices[0]):
+                t = tf.identity(t)
+        return ctx.all_gather(t, axis=0)
+
+    sizes = gather(tf.shape(local)[:1])
     replica = ctx.replica_id_in_sync_group
     offset = tf.reduce_sum(sizes[:replica])
-    extras = tuple(None if e is None else ctx.all_gather(e, axis=0) for e in extras)
-    return ctx.all_gather(local, axis=0), offset, extras
+    extras = tuple(None if e is None else gather(e) for e in extras)
+    return gather(local), offset, extras
 
 
 

@@ -3,7 +3,7 @@
 README: "For contributors: the layer contract".
 """
 
-from keras_space.testing.distributed import run_on_logical_cpus
+from keras_space.testing.distributed import run_on_logical_cpus, run_workers
 from keras_space.testing.layer_contract import (
     LayerContractError,
     check_config,

@@ -1,0 +1,76 @@
+"""Keras 3's `fit` across worker processes (`tf.distribute.MultiWorkerMirroredStrategy`)."""
+
+from keras_space.api_export import keras_space_export
+
+_ENABLED = []  # the original Keras functions, once patched
+
+
+def _local_first(strategy, value):
+    """This worker's first replica's value of a distributed value (other values as they are)."""
+    import tensorflow as tf
+
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
+
+
+@keras_space_export("keras_space.utils.enable_multi_worker_fit", serializable=False, backends=("tensorflow",))
+def enable_multi_worker_fit():
+    """Let Keras 3's `fit` run under `tf.distribute.MultiWorkerMirroredStrategy`.
+
+    Keras 3.15's TensorFlow trainer fails there on every model (keras-team/keras#20585):
+    before the first step it averages a whole input batch across workers, only to read
+    its shapes (`ValueError: Attempt to convert a value (PerReplica: ...)`), and after
+    each step it averages the scalar logs along an axis 0 they do not have (`Invalid
+    reduction dimension 0 for input with 0 dimensions`). This mends both, in Keras's
+    trainer, for every model (plain `keras.Model`s, `GradCacheModel`, any optimizer):
+    the build reads this worker's own batch, and the logs are averaged across replicas
+    as `MirroredStrategy` averages them on one machine. Nothing else changes, and under
+    any other strategy Keras runs as before. Call it once, before `fit`; calling it
+    again does nothing. Remove the call once Keras fixes its trainer (the tests tell:
+    they check that plain Keras still fails).
+
+    Tested with two worker processes on 127.0.0.1 (float64): a plain model, a
+    `GradCacheModel` (global negatives: each worker's anchors see the other's
+    positives) and `GradientAccumulator(LayerwiseLearningRate(AdamW))` end their
+    `fit` with the weights and losses of one process training on the global batch.
+
+    Example (each worker runs the same script; `TF_CONFIG` names the cluster and this
+    worker, e.g. set by `keras_space.testing.run_workers`):
+
+    ```python notest
+    import keras, tensorflow as tf
+    from keras_space.utils import enable_multi_worker_fit
+
+    enable_multi_worker_fit()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+    model.fit(x, y, batch_size=64)   # 64: the global batch, split across the workers
+    ```
+    """
+    if _ENABLED:
+        return
+    from keras.src.backend.tensorflow import trainer
+
+    build, reduce_per_replica = trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica
+    multi_worker = trainer._collective_all_reduce_multi_worker
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is None or strategy is None or not multi_worker(strategy):
+            return build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = trainer.tree.map_structure(lambda v: _local_first(strategy, v), next(it))
+            break
+        return build(self, data_batch=data_batch)
+
+    def reduce_logs(values, strategy, reduction):
+        if reduction in ("auto", "mean") and multi_worker(strategy):
+            return trainer.tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return reduce_per_replica(values, strategy, reduction)
+
+    trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    trainer.reduce_per_replica = reduce_logs
+    _ENABLED.append((build, reduce_per_replica))

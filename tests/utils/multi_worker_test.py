@@ -1,0 +1,135 @@
+"""Training across worker processes: two TensorFlow workers on 127.0.0.1
+(`MultiWorkerMirroredStrategy`, `keras_space.testing.run_workers`) against one process
+training on the same global batch, in float64."""
+
+import pytest
+
+from keras_space.testing import run_workers
+
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only("tf.distribute across worker processes")]
+
+# Every worker runs this. It first checks that plain Keras still fails (so the day
+# Keras mends its trainer, this test says enable_multi_worker_fit can go), then
+# compares each training run on the two workers with the same run in one process
+# (the default strategy) on the same global batches (shuffle=False; the input is
+# split by data: each global batch of 32 gives each worker 16 rows).
+SCRIPT = """
+import numpy as np, tensorflow as tf, keras
+from keras_space.losses import InfoNCE
+from keras_space.models import GradCacheModel
+from keras_space.optimizers import GradientAccumulator, LayerwiseLearningRate
+from keras_space.utils import enable_multi_worker_fit
+
+workers = tf.distribute.MultiWorkerMirroredStrategy()
+one = tf.distribute.get_strategy()
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 6)); y = x.sum(1, keepdims=True)
+a = rng.normal(size=(64, 8)); p = a + 0.3 * rng.normal(size=(64, 8)); n = a + rng.normal(size=(64, 8))
+labels = rng.integers(0, 30, 64); w = rng.uniform(0, 2, 64)
+
+def flat(model):
+    return np.concatenate([v.ravel() for v in model.get_weights()])
+
+def rel(u, v):
+    return float(np.linalg.norm(u - v) / np.linalg.norm(v))
+
+def plain(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+    return model, model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+
+try:
+    plain(workers)
+    still_broken = 0
+except ValueError:
+    still_broken = 1
+
+enable_multi_worker_fit()
+keras.config.set_floatx("float64"); keras.config.set_dtype_policy("float64")
+out = [still_broken]
+
+# a plain model: weights and the logged loss
+(m1, h1), (m2, h2) = plain(workers), plain(one)
+out += [rel(flat(m1), flat(m2)), abs(h1.history["loss"][-1] - h2.history["loss"][-1])]
+
+# GradCacheModel: tuples with hard negatives, a learned temperature, sample weights and
+# labels (mask_duplicates); and the same data with each worker's 16 rows as a batch of
+# its own (negatives only within a worker), which must be far from the global batch
+def grad_cache(strategy, batch_size=32, accumulate=1):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        encoder = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"),
+                                    keras.layers.Dense(4)])
+        model = GradCacheModel(encoder, micro_batch_size=8)
+        optimizer = keras.optimizers.SGD(0.5)
+        if accumulate > 1:
+            optimizer = GradientAccumulator(optimizer, accumulate)
+        model.compile(optimizer, InfoNCE(0.1, symmetric=True, mask_duplicates=True,
+                                         learnable_temperature=True))
+    h = model.fit((a, p, n), labels, sample_weight=w, batch_size=batch_size, epochs=2,
+                  shuffle=False, verbose=0)
+    return flat(model), h.history["loss"][-1]
+
+(g1, l1), (g2, l2) = grad_cache(workers), grad_cache(one)
+local, _ = grad_cache(one, batch_size=16, accumulate=2)
+out += [rel(g1, g2), abs(l1 - l2), rel(local, g2)]
+
+# GradientAccumulator(LayerwiseLearningRate(AdamW)) on a plain model: the weights, and
+# the step counters (optimizer steps and the micro-step in the window) on each worker
+def accumulated(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"),
+                                  keras.layers.Dense(1)])
+        inner = LayerwiseLearningRate(keras.optimizers.AdamW(1e-2, weight_decay=0.01),
+                                      {model.layers[0].name: 0.5})
+        optimizer = GradientAccumulator(inner, 3)
+        model.compile(optimizer, "mse")
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)  # 8 steps: window 2 of 3
+    return flat(model), int(optimizer.iterations.numpy()), int(optimizer.micro_step.numpy())
+
+(o1, it1, micro1), (o2, it2, micro2) = accumulated(workers), accumulated(one)
+out += [rel(o1, o2), it1, it2, micro1, micro2]
+print("RESULT", *out)
+"""
+
+
+def test_two_workers_train_as_one_process_on_the_global_batch():
+    results = run_workers(SCRIPT, num_workers=2, timeout=240)
+    assert results[0] == results[1]  # both workers end with the same weights and logs
+    fields = results[0]
+    still_broken = int(fields[0])
+    plain_err, plain_loss, gc_err, gc_loss, local_vs_global, acc_err = map(float, fields[1:7])
+    it1, it2, micro1, micro2 = map(int, fields[7:])
+    assert still_broken == 1, (
+        "Keras's own fit now runs under MultiWorkerMirroredStrategy: "
+        "enable_multi_worker_fit can be removed")
+    assert plain_err < 1e-12 and plain_loss < 1e-12
+    # global negatives: equal to one process on the global batch, and far from each
+    # worker training on its own rows
+    assert gc_err < 1e-10 and gc_loss < 1e-10 and local_vs_global > 1e-3
+    assert acc_err < 1e-12 and it1 == it2 == 2 and micro1 == micro2 == 2
+
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_workers=1), "num_workers"), (dict(num_workers=2.0), "num_workers"),
+    (dict(timeout=0), "timeout"), (dict(timeout=float("nan")), "timeout"),
+    (dict(script=None), "script"),
+])
+def test_run_workers_refuses_bad_arguments_before_starting_anything(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run_workers(**{"script": "print('RESULT 1')", **kwargs})
+
+
+def test_run_workers_ends_workers_that_outlive_the_timeout_and_names_silent_ones():
+    """Plain Python workers (no TensorFlow): one that never finishes is killed at the
+    timeout (a TimeoutError names it); one that prints no RESULT line fails with its
+    error output."""
+    script = "import os, sys, time\nif os.environ['TF_CONFIG'].endswith('1}}'): time.sleep(60)\nprint('RESULT ok')"
+    with pytest.raises(TimeoutError, match=r"(?s)1 of 2 workers still ran after 2.0 s:.*worker 1 \(still running\)"):
+        run_workers(script, timeout=2)
+    with pytest.raises(AssertionError, match="no such thing"):
+        run_workers("import sys\nsys.exit('no such thing')")
