@@ -9,10 +9,11 @@ from keras_space.testing import run_workers
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only("tf.distribute across worker processes")]
 
 # Every worker runs this. It first checks that plain Keras still fails (so the day
-# Keras mends its trainer, this test says enable_multi_worker_fit can go), then
-# compares each training run on the two workers with the same run in one process
-# (the default strategy) on the same global batches (shuffle=False; the input is
-# split by data: each global batch of 32 gives each worker 16 rows).
+# Keras mends its trainer, this test says enable_multi_worker_fit can go), then trains
+# on the two workers, and worker 0 also trains in one process (the default strategy)
+# on the same global batches (shuffle=False; the input is split by data: each global
+# batch of 32 gives each worker 16 rows) and compares. Each worker prints digests of
+# its weights (equal on both) and worker 0 the comparisons.
 SCRIPT = """
 import numpy as np, tensorflow as tf, keras
 from keras_space.losses import InfoNCE
@@ -22,6 +23,7 @@ from keras_space.utils import enable_multi_worker_fit
 
 workers = tf.distribute.MultiWorkerMirroredStrategy()
 one = tf.distribute.get_strategy()
+reference = workers.cluster_resolver.task_id == 0  # computes the one-process runs
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 6)); y = x.sum(1, keepdims=True)
 a = rng.normal(size=(64, 8)); p = a + 0.3 * rng.normal(size=(64, 8)); n = a + rng.normal(size=(64, 8))
@@ -32,6 +34,9 @@ def flat(model):
 
 def rel(u, v):
     return float(np.linalg.norm(u - v) / np.linalg.norm(v))
+
+def digest(v):
+    return f"{np.sum(v):.17g}/{np.linalg.norm(v):.17g}"
 
 def plain(strategy):
     with strategy.scope():
@@ -48,11 +53,14 @@ except ValueError:
 
 enable_multi_worker_fit()
 keras.config.set_floatx("float64"); keras.config.set_dtype_policy("float64")
-out = [still_broken]
+out, compared = [still_broken], []
 
 # a plain model: weights and the logged loss
-(m1, h1), (m2, h2) = plain(workers), plain(one)
-out += [rel(flat(m1), flat(m2)), abs(h1.history["loss"][-1] - h2.history["loss"][-1])]
+m1, h1 = plain(workers)
+out.append(digest(flat(m1)))
+if reference:
+    m2, h2 = plain(one)
+    compared += [rel(flat(m1), flat(m2)), abs(h1.history["loss"][-1] - h2.history["loss"][-1])]
 
 # GradCacheModel: tuples with hard negatives, a learned temperature, sample weights and
 # labels (mask_duplicates); and the same data with each worker's 16 rows as a batch of
@@ -72,9 +80,12 @@ def grad_cache(strategy, batch_size=32, accumulate=1):
                   shuffle=False, verbose=0)
     return flat(model), h.history["loss"][-1]
 
-(g1, l1), (g2, l2) = grad_cache(workers), grad_cache(one)
-local, _ = grad_cache(one, batch_size=16, accumulate=2)
-out += [rel(g1, g2), abs(l1 - l2), rel(local, g2)]
+g1, l1 = grad_cache(workers)
+out.append(digest(g1))
+if reference:
+    g2, l2 = grad_cache(one)
+    local, _ = grad_cache(one, batch_size=16, accumulate=2)
+    compared += [rel(g1, g2), abs(l1 - l2), rel(local, g2)]
 
 # GradientAccumulator(LayerwiseLearningRate(AdamW)) on a plain model: the weights, and
 # the step counters (optimizer steps and the micro-step in the window) on each worker
@@ -90,19 +101,22 @@ def accumulated(strategy):
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)  # 8 steps: window 2 of 3
     return flat(model), int(optimizer.iterations.numpy()), int(optimizer.micro_step.numpy())
 
-(o1, it1, micro1), (o2, it2, micro2) = accumulated(workers), accumulated(one)
-out += [rel(o1, o2), it1, it2, micro1, micro2]
-print("RESULT", *out)
+o1, it1, micro1 = accumulated(workers)
+out += [digest(o1), it1, micro1]
+if reference:
+    o2, it2, micro2 = accumulated(one)
+    compared += [rel(o1, o2), it2, micro2]
+print("RESULT", *out, *compared)
 """
 
 
 def test_two_workers_train_as_one_process_on_the_global_batch():
     results = run_workers(SCRIPT, num_workers=2, timeout=240)
-    assert results[0] == results[1]  # both workers end with the same weights and logs
-    fields = results[0]
-    still_broken = int(fields[0])
-    plain_err, plain_loss, gc_err, gc_loss, local_vs_global, acc_err = map(float, fields[1:7])
-    it1, it2, micro1, micro2 = map(int, fields[7:])
+    # both workers: plain Keras failed, the same weights (digests) and step counters
+    assert results[0][:6] == results[1]
+    still_broken, it1, micro1 = int(results[0][0]), int(results[0][4]), int(results[0][5])
+    plain_err, plain_loss, gc_err, gc_loss, local_vs_global, acc_err = map(float, results[0][6:12])
+    it2, micro2 = map(int, results[0][12:])
     assert still_broken == 1, (
         "Keras's own fit now runs under MultiWorkerMirroredStrategy: "
         "enable_multi_worker_fit can be removed")
