@@ -33,7 +33,9 @@ def enable_multi_worker_fit():
     Tested with two worker processes on 127.0.0.1 (float64): a plain model, a
     `GradCacheModel` (global negatives: each worker's anchors see the other's
     positives) and `GradientAccumulator(LayerwiseLearningRate(AdamW))` end their
-    `fit` with the weights and losses of one process training on the global batch.
+    `fit` with the weights and losses of one process training on the global batch; a
+    worker that dies mid-epoch makes the other's `fit` raise `tf.errors.UnavailableError`
+    (TensorFlow's own check) within seconds.
 
     Example (each worker runs the same script; `TF_CONFIG` names the cluster and this
     worker, e.g. set by `keras_space.testing.run_workers`):

@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only("tf.distribute acros
 # batch of 32 gives each worker 16 rows) and compares. Each worker prints digests of
 # its weights (equal on both) and worker 0 the comparisons.
 SCRIPT = """
+import os, time
 import numpy as np, tensorflow as tf, keras
 from keras_space.losses import InfoNCE
 from keras_space.models import GradCacheModel
@@ -106,6 +107,24 @@ out += [digest(o1), it1, micro1]
 if reference:
     o2, it2, micro2 = accumulated(one)
     compared += [rel(o1, o2), it2, micro2]
+
+# worker 1 dies (os._exit: no goodbye) after the second step of a run: worker 0's next
+# collective fails with an error instead of waiting forever
+class DieAfterTheSecondStep(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if not reference and batch == 1:
+            print("RESULT", *out, flush=True)
+            os._exit(1)
+
+start = time.monotonic()
+try:
+    with workers.scope():
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[DieAfterTheSecondStep()])
+    compared += ["finished", 0.0]
+except tf.errors.OpError as e:
+    compared += [type(e).__name__, time.monotonic() - start]
 print("RESULT", *out, *compared)
 """
 
@@ -116,7 +135,8 @@ def test_two_workers_train_as_one_process_on_the_global_batch():
     assert results[0][:6] == results[1]
     still_broken, it1, micro1 = int(results[0][0]), int(results[0][4]), int(results[0][5])
     plain_err, plain_loss, gc_err, gc_loss, local_vs_global, acc_err = map(float, results[0][6:12])
-    it2, micro2 = map(int, results[0][12:])
+    it2, micro2 = map(int, results[0][12:14])
+    error, seconds = results[0][14], float(results[0][15])
     assert still_broken == 1, (
         "Keras's own fit now runs under MultiWorkerMirroredStrategy: "
         "enable_multi_worker_fit can be removed")
@@ -125,6 +145,8 @@ def test_two_workers_train_as_one_process_on_the_global_batch():
     # worker training on its own rows
     assert gc_err < 1e-10 and gc_loss < 1e-10 and local_vs_global > 1e-3
     assert acc_err < 1e-12 and it1 == it2 == 2 and micro1 == micro2 == 2
+    # a worker that died: the other one's fit raised (TensorFlow's peer check) in bounded time
+    assert error == "UnavailableError" and seconds < 60, (error, seconds)
 
 
 
