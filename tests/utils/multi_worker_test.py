@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only("tf.distribute acros
 # on the same global batches (shuffle=False; the input is split by data: each global
 # batch of 32 gives each worker 16 rows) and compares. Each worker prints digests of
 # its weights (equal on both) and worker 0 the comparisons.
-SCRIPT = """
-import os, time
+COMMON = """
+import os, signal, time
 import numpy as np, tensorflow as tf, keras
 from keras_space.losses import InfoNCE
 from keras_space.models import GradCacheModel
@@ -24,11 +24,49 @@ from keras_space.utils import enable_multi_worker_fit
 
 workers = tf.distribute.MultiWorkerMirroredStrategy()
 one = tf.distribute.get_strategy()
-reference = workers.cluster_resolver.task_id == 0  # computes the one-process runs
+task = workers.cluster_resolver.task_id
+reference = task == 0  # computes the one-process runs
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 6)); y = x.sum(1, keepdims=True)
 a = rng.normal(size=(64, 8)); p = a + 0.3 * rng.normal(size=(64, 8)); n = a + rng.normal(size=(64, 8))
 labels = rng.integers(0, 30, 64); w = rng.uniform(0, 2, 64)
+out, compared = [], []
+
+KILLED_AT = (1, 1)  # (epoch, batch): the second step of the second epoch (6th of 12)
+
+class StopAt(keras.callbacks.Callback):
+    # at the end of step `at` (epoch, batch): SIGKILL this process, or raise
+    def __init__(self, at, kill):
+        super().__init__()
+        self.at, self.kill = at, kill
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            if self.kill:
+                print("RESULT", *out, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("interrupted")
+
+def resumable(strategy, stop_at=None, folder=None):
+    # GradCacheModel with a learned temperature, trained by GradientAccumulator(AdamW)
+    # (3 steps a window), backed up every step; stopped at `stop_at` (SIGKILL on the
+    # workers, an exception in one process)
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        encoder = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"),
+                                    keras.layers.Dense(4)])
+        model = GradCacheModel(encoder, micro_batch_size=8)
+        optimizer = GradientAccumulator(keras.optimizers.AdamW(1e-2), 3)
+        model.compile(optimizer, InfoNCE(0.1, symmetric=True, mask_duplicates=True,
+                                         learnable_temperature=True))
+    folder = folder or os.path.join(os.environ["BACKUP_DIR"], f"worker{task}")
+    callbacks = [keras.callbacks.BackupAndRestore(folder, save_freq=1)]
+    if stop_at:
+        callbacks.append(StopAt(stop_at, kill=strategy is workers))
+    model.fit((a, p, n), labels, sample_weight=w, batch_size=16, epochs=3, shuffle=False,
+              verbose=0, callbacks=callbacks)
+    return model
 
 def flat(model):
     return np.concatenate([v.ravel() for v in model.get_weights()])
@@ -38,6 +76,9 @@ def rel(u, v):
 
 def digest(v):
     return f"{np.sum(v):.17g}/{np.linalg.norm(v):.17g}"
+"""
+
+SCRIPT = COMMON + """
 
 def plain(strategy):
     with strategy.scope():
@@ -54,7 +95,7 @@ except ValueError:
 
 enable_multi_worker_fit()
 keras.config.set_floatx("float64"); keras.config.set_dtype_policy("float64")
-out, compared = [still_broken], []
+out.append(still_broken)
 
 # a plain model: weights and the logged loss
 m1, h1 = plain(workers)
@@ -108,28 +149,41 @@ if reference:
     o2, it2, micro2 = accumulated(one)
     compared += [rel(o1, o2), it2, micro2]
 
-# worker 1 dies (os._exit: no goodbye) after the second step of a run: worker 0's next
-# collective fails with an error instead of waiting forever
-class DieAfterTheSecondStep(keras.callbacks.Callback):
-    def on_train_batch_end(self, batch, logs=None):
-        if not reference and batch == 1:
-            print("RESULT", *out, flush=True)
-            os._exit(1)
-
+# worker 1 is killed (SIGKILL, by its pid) mid-epoch, in a run that backs up every step:
+# worker 0's next collective fails with an error instead of waiting forever (RESUME
+# then restarts the job from the backups)
 start = time.monotonic()
 try:
-    with workers.scope():
-        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
-        model.compile(keras.optimizers.SGD(0.1), "mse")
-    model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[DieAfterTheSecondStep()])
+    resumable(workers, KILLED_AT if not reference else None)
     compared += ["finished", 0.0]
 except tf.errors.OpError as e:
     compared += [type(e).__name__, time.monotonic() - start]
 print("RESULT", *out, *compared)
 """
 
+# The job restarted (both workers) from the backups the killed run left: it restores the
+# last backup (epoch 1, batch 1) and, as Keras does, restarts that epoch from its first
+# batch. Worker 0 also runs the job in one process, interrupted at the same step by an
+# exception and restarted the same way.
+RESUME = COMMON + """
+enable_multi_worker_fit()
+keras.config.set_floatx("float64"); keras.config.set_dtype_policy("float64")
+model = resumable(workers)
+out += [digest(flat(model)), int(model.optimizer.iterations.numpy()), int(model.optimizer.micro_step.numpy())]
+if reference:
+    folder = os.path.join(os.environ["BACKUP_DIR"], "one_process")
+    try:
+        resumable(one, KILLED_AT, folder)
+    except RuntimeError:
+        pass
+    alone = resumable(one, folder=folder)
+    compared += [rel(flat(model), flat(alone)), int(alone.optimizer.iterations.numpy())]
+print("RESULT", *out, *compared)
+"""
 
-def test_two_workers_train_as_one_process_on_the_global_batch():
+
+def test_two_workers_train_as_one_process_on_the_global_batch(tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKUP_DIR", str(tmp_path))
     results = run_workers(SCRIPT, num_workers=2, timeout=240)
     # both workers: plain Keras failed, the same weights (digests) and step counters
     assert results[0][:6] == results[1]
@@ -147,6 +201,14 @@ def test_two_workers_train_as_one_process_on_the_global_batch():
     assert acc_err < 1e-12 and it1 == it2 == 2 and micro1 == micro2 == 2
     # a worker that died: the other one's fit raised (TensorFlow's peer check) in bounded time
     assert error == "UnavailableError" and seconds < 60, (error, seconds)
+
+    # restarted from the backups: both workers agree and equal one process interrupted
+    # and restarted at the same step (14 micro-steps: 4 optimizer steps, 2 into the next
+    # window; the temperature is a weight, restored once)
+    resumed = run_workers(RESUME, num_workers=2, timeout=240)
+    assert resumed[0][:3] == resumed[1]
+    assert resumed[0][1:3] == ["4", "2"]
+    assert float(resumed[0][3]) < 1e-12 and resumed[0][4] == "4"
 
 
 
