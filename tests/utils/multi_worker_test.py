@@ -134,10 +134,10 @@ if reference:
 def accumulated(strategy):
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"),
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh", name="body"),
                                   keras.layers.Dense(1)])
         inner = LayerwiseLearningRate(keras.optimizers.AdamW(1e-2, weight_decay=0.01),
-                                      {model.layers[0].name: 0.5})
+                                      {"(.*/)?body/.*": 0.5})
         optimizer = GradientAccumulator(inner, 3)
         model.compile(optimizer, "mse")
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)  # 8 steps: window 2 of 3
