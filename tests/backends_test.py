@@ -57,7 +57,6 @@ def test_every_public_object_names_its_backends():
         "keras_space.models.export_for_serving",
         "keras_space.testing.check_saved_model",
         "keras_space.testing.run_on_logical_cpus",
-        "keras_space.testing.run_workers",
         "keras_space.utils.enable_multi_worker_fit",
     ]
     assert all(api_export.SUPPORTED_BACKENDS[p] == ("tensorflow",) for p in tensorflow_only)

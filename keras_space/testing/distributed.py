@@ -65,17 +65,20 @@ def _free_ports(count):
             s.close()
 
 
-@keras_space_export("keras_space.testing.run_workers", serializable=False, backends=("tensorflow",))
+@keras_space_export("keras_space.testing.run_workers", serializable=False)
 def run_workers(script, num_workers=2, timeout=300):
-    """Run `script` in `num_workers` fresh Python processes that form one TensorFlow
-    cluster on this machine, and return, per worker, the fields of the line it prints
-    starting with "RESULT".
+    """Run `script` in `num_workers` fresh Python processes that form one cluster on this
+    machine, and return, per worker, the fields of the line it prints starting with
+    "RESULT".
 
-    Each process gets `TF_CONFIG` naming every worker (127.0.0.1, ports free when this
-    is called) and its own index, so `tf.distribute.MultiWorkerMirroredStrategy()` in
-    `script` spans them all, one CPU device each. The same script runs on real machines
-    given their `TF_CONFIG`. Every process is ended (SIGKILL, by its pid) once all have
-    finished or `timeout` seconds have passed, whichever is first.
+    Each process is told the cluster (127.0.0.1, ports free when this is called) and
+    its own index both ways: TensorFlow's `TF_CONFIG`, so
+    `tf.distribute.MultiWorkerMirroredStrategy()` in `script` spans every process (one
+    CPU device each), and `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and
+    `JAX_PROCESS_ID`, for `jax.distributed.initialize(...)` (with
+    `jax.config.update("jax_cpu_collectives_implementation", "gloo")` on CPUs). The same
+    script runs on real machines given their values. Every process is ended (SIGKILL, by
+    its pid) once all have finished or `timeout` seconds have passed, whichever is first.
 
     Raises:
         TimeoutError: a worker was still running after `timeout` seconds (a worker that
@@ -89,14 +92,16 @@ def run_workers(script, num_workers=2, timeout=300):
     timeout = validation.positive_float("timeout", timeout)
     if not isinstance(script, str):
         raise ValueError(f"`script` must be Python source code (a str). Received: script={script!r}")
-    hosts = [f"127.0.0.1:{port}" for port in _free_ports(num_workers)]
+    hosts = [f"127.0.0.1:{port}" for port in _free_ports(num_workers + 1)]
+    coordinator, hosts = hosts[-1], hosts[:-1]
     code = textwrap.dedent(script)
     processes, logs = [], []
     try:
         for index in range(num_workers):
             config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
             env = {**os.environ, "TF_CONFIG": json.dumps(config), "CUDA_VISIBLE_DEVICES": "",
-                   "TF_CPP_MIN_LOG_LEVEL": "3"}
+                   "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_COORDINATOR_ADDRESS": coordinator,
+                   "JAX_NUM_PROCESSES": str(num_workers), "JAX_PROCESS_ID": str(index)}
             out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
             logs.append((out, err))
             processes.append(subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err,

@@ -1,22 +1,23 @@
 """Keras 3's data parallelism on JAX (`keras.distribution.DataParallel`) over two host
-devices: the global batch split across them trains as on one device, in float64."""
+devices, and over two processes (`jax.distributed`, a coordinator on 127.0.0.1, CPU
+collectives): the global batch split across them trains as on one device, in float64."""
 
 import os
 
 import keras
 import pytest
 
+from keras_space.testing import run_workers
 from tests.backends_test import run_python
 
 pytestmark = [pytest.mark.slow, pytest.mark.all_backends]  # run by the JAX session
 
-SCRIPT = """
+COMMON = """
 import jax, numpy as np, keras
 from keras_space.losses import InfoNCE
 from keras_space.models import GradCacheModel
 from keras_space.optimizers import GradientAccumulator, LayerwiseLearningRate
 
-assert len(jax.devices()) == 2
 keras.config.set_floatx("float64"); keras.config.set_dtype_policy("float64")
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 6)); y = x.sum(1, keepdims=True)
@@ -60,7 +61,10 @@ def accumulated():
 
 def fit_accumulated(model):
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)  # 8 steps: window 2 of 3
+"""
 
+SCRIPT = COMMON + """
+assert len(jax.devices()) == 2
 two = keras.distribution.DataParallel(devices=jax.devices())
 g1, g2 = (trained(d, grad_cache, fit_grad_cache) for d in (two, None))
 o1, o2 = (trained(d, accumulated, fit_accumulated) for d in (two, None))
@@ -79,3 +83,49 @@ def test_data_parallel_on_two_devices_trains_as_one_device():
     gc_err, acc_err, iterations, micro, replicated = line.split()[1:]
     assert float(gc_err) < 1e-12 and float(acc_err) < 1e-12
     assert (iterations, micro, replicated) == ("2", "2", "1")
+
+
+# Each process feeds its own rows (Keras's multi-process input: `auto_shard_dataset` off
+# for numpy arrays): its half of every global batch, in order.
+PROCESSES = """
+import os, jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], int(os.environ["JAX_NUM_PROCESSES"]),
+                           int(os.environ["JAX_PROCESS_ID"]))
+""" + COMMON + """
+def mine(v, rows):  # this process's `rows` of every global batch of 2 * rows
+    i = jax.process_index()
+    return np.concatenate([v[k + i * rows:k + (i + 1) * rows] for k in range(0, len(v), 2 * rows)])
+
+def fit_grad_cache_here(model):
+    model.fit((mine(a, 16), mine(p, 16), mine(n, 16)), mine(labels, 16), sample_weight=mine(w, 16),
+              batch_size=16, epochs=2, shuffle=False, verbose=0)
+
+def fit_accumulated_here(model):
+    model.fit(mine(x, 8), mine(y, 8), batch_size=8, epochs=2, shuffle=False, verbose=0)
+
+assert len(jax.devices()) == 2 and len(jax.local_devices()) == 1
+everywhere = keras.distribution.DataParallel(devices=jax.devices())
+everywhere.auto_shard_dataset = False
+g = trained(everywhere, grad_cache, fit_grad_cache_here)
+o = trained(everywhere, accumulated, fit_accumulated_here)
+print("RESULT", ",".join(map(repr, flat(g).tolist())), ",".join(map(repr, flat(o).tolist())),
+      int(o.optimizer.iterations.numpy()), int(o.optimizer.micro_step.numpy()))
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's keras.distribution (the JAX session runs it)")
+def test_two_processes_train_as_one_device():
+    """The one-device runs are made here, in the test's own process."""
+    import numpy as np
+
+    results = run_workers(PROCESSES, num_workers=2, timeout=240)
+    assert results[0] == results[1]  # both processes hold the same weights and counters
+    namespace = {}
+    exec(COMMON, namespace)  # noqa: S102 - the same builders and data as the processes'
+    one = namespace["trained"]
+    for field, build, fit in ((0, "grad_cache", "fit_grad_cache"), (1, "accumulated", "fit_accumulated")):
+        got = np.array([float(v) for v in results[0][field].split(",")])
+        want = namespace["flat"](one(None, namespace[build], namespace[fit]))
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=build)
+    assert results[0][2:] == ["2", "2"]
