@@ -167,14 +167,15 @@ def _optimise_programs_that_fill_large_arrays():
 
     These are the random initialisers, mainly: a pretrained MiniLM's 12 million
     weights are drawn before its checkpoint overwrites them, and every widened or
-    reloaded copy draws them again. Unoptimised, drawing them ran 8x slower than it
-    compiles faster (2.8 s against 0.35 s for one 30522 x 768 table), so the MiniLM
-    tests spent most of their time there. Such a program is recognised by its
+    reloaded copy draws them again. Unoptimised, drawing them ran 8x slower (2.8 s
+    against 0.35 s for one 30522 x 768 table) while compiling barely faster, so the
+    MiniLM tests spent most of their time there. Such a program is recognised by its
     inputs (64 numbers at most: a seed, a few scalars) and its output (a million
     numbers or more): seven modules holding the MiniLM tests then took 175 instead of
     206 CPU-s. A lower threshold (16384), or also optimising the programs with large
-    inputs (train steps, which compiled for longer than they gained), was slower. What a program computes does not change, only how fast its machine code
-    runs. (Skipped where JAX has no `compiler.compile_or_get_cached`.)
+    inputs (train steps, which compiled for longer than they gained), was slower.
+    What a program computes does not change, only how fast its machine code runs.
+    (Skipped where JAX has no `compiler.compile_or_get_cached`.)
     """
     import math
 

@@ -23,13 +23,15 @@ def _gather_across_replicas(local, *extras):
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return local, 0, extras
 
+    # A collective sends to the devices its input is on. With one device per worker
+    # (MultiWorkerMirroredStrategy on CPUs) a traced tensor names none ("destinations
+    # can not be empty"): it is placed on the worker's device first.
+    devices = ctx.strategy.extended.worker_devices
+    place = devices[0] if len(devices) == 1 else None
+
     def gather(t):
-        # A collective sends to the devices its input is on. With one device per worker
-        # (MultiWorkerMirroredStrategy on CPUs) a traced tensor names none ("destinations
-        # can not be empty"): it is placed on the worker's device first.
-        devices = ctx.strategy.extended.worker_devices
-        if len(devices) == 1:
-            with tf.device(devices[0]):
+        if place is not None:
+            with tf.device(place):
                 t = tf.identity(t)
         return ctx.all_gather(t, axis=0)
 

@@ -9,26 +9,16 @@ import pytest
 
 from keras_space.testing import run_workers
 from tests.backends_test import run_python
+from tests.distributed_runs import RUNS
 
-pytestmark = [pytest.mark.slow, pytest.mark.all_backends]  # run by the JAX session
+pytestmark = [pytest.mark.slow, pytest.mark.all_backends,  # run by the JAX session
+              pytest.mark.skipif(keras.backend.backend() != "jax",
+                                 reason="JAX's keras.distribution (the JAX session runs it)")]
 
 COMMON = """
 import jax, numpy as np, keras
-from keras_space.losses import InfoNCE
-from keras_space.models import GradCacheModel
-from keras_space.optimizers import GradientAccumulator, LayerwiseLearningRate
-
+""" + RUNS + """
 keras.config.set_floatx("float64"); keras.config.set_dtype_policy("float64")
-rng = np.random.default_rng(0)
-x = rng.normal(size=(64, 6)); y = x.sum(1, keepdims=True)
-a = rng.normal(size=(64, 8)); p = a + 0.3 * rng.normal(size=(64, 8)); n = a + rng.normal(size=(64, 8))
-labels = rng.integers(0, 30, 64); w = rng.uniform(0, 2, 64)
-
-def flat(model):
-    return np.concatenate([v.ravel() for v in model.get_weights()])
-
-def rel(u, v):
-    return float(np.linalg.norm(u - v) / np.linalg.norm(v))
 
 def trained(distribution, build, fit):
     keras.distribution.set_distribution(distribution)
@@ -41,23 +31,10 @@ def trained(distribution, build, fit):
         keras.distribution.set_distribution(None)
 
 def grad_cache():
-    # tuples with hard negatives, a learned temperature, sample weights and labels
-    encoder = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"),
-                                keras.layers.Dense(4)])
-    model = GradCacheModel(encoder, micro_batch_size=8)
-    model.compile(keras.optimizers.SGD(0.5), InfoNCE(0.1, symmetric=True, mask_duplicates=True,
-                                                     learnable_temperature=True))
-    return model
+    return grad_cache_model(keras.optimizers.SGD(0.5))
 
 def fit_grad_cache(model):
     model.fit((a, p, n), labels, sample_weight=w, batch_size=32, epochs=2, shuffle=False, verbose=0)
-
-def accumulated():
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh", name="body"),
-                              keras.layers.Dense(1)])
-    inner = LayerwiseLearningRate(keras.optimizers.AdamW(1e-2, weight_decay=0.01), {"(.*/)?body/.*": 0.5})
-    model.compile(GradientAccumulator(inner, 3), "mse")
-    return model
 
 def fit_accumulated(model):
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)  # 8 steps: window 2 of 3
@@ -67,7 +44,7 @@ SCRIPT = COMMON + """
 assert len(jax.devices()) == 2
 two = keras.distribution.DataParallel(devices=jax.devices())
 g1, g2 = (trained(d, grad_cache, fit_grad_cache) for d in (two, None))
-o1, o2 = (trained(d, accumulated, fit_accumulated) for d in (two, None))
+o1, o2 = (trained(d, accumulated_model, fit_accumulated) for d in (two, None))
 # the distribution was in force: the trained kernel lives on both devices
 replicated = len(o1.trainable_weights[0].value.sharding.device_set) == 2
 print("RESULT", rel(flat(g1), flat(g2)), rel(flat(o1), flat(o2)), int(o1.optimizer.iterations.numpy()),
@@ -75,7 +52,6 @@ print("RESULT", rel(flat(g1), flat(g2)), rel(flat(o1), flat(o2)), int(o1.optimiz
 """
 
 
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's keras.distribution (the JAX session runs it)")
 def test_data_parallel_on_two_devices_trains_as_one_device():
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     out = run_python(SCRIPT, "jax", XLA_FLAGS=flags, JAX_ENABLE_X64="1")
@@ -108,13 +84,12 @@ assert len(jax.devices()) == 2 and len(jax.local_devices()) == 1
 everywhere = keras.distribution.DataParallel(devices=jax.devices())
 everywhere.auto_shard_dataset = False
 g = trained(everywhere, grad_cache, fit_grad_cache_here)
-o = trained(everywhere, accumulated, fit_accumulated_here)
+o = trained(everywhere, accumulated_model, fit_accumulated_here)
 print("RESULT", ",".join(map(repr, flat(g).tolist())), ",".join(map(repr, flat(o).tolist())),
       int(o.optimizer.iterations.numpy()), int(o.optimizer.micro_step.numpy()))
 """
 
 
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's keras.distribution (the JAX session runs it)")
 def test_two_processes_train_as_one_device():
     """The one-device runs are made here, in the test's own process."""
     import numpy as np
@@ -124,7 +99,7 @@ def test_two_processes_train_as_one_device():
     namespace = {}
     exec(COMMON, namespace)  # noqa: S102 - the same builders and data as the processes'
     one = namespace["trained"]
-    for field, build, fit in ((0, "grad_cache", "fit_grad_cache"), (1, "accumulated", "fit_accumulated")):
+    for field, build, fit in ((0, "grad_cache", "fit_grad_cache"), (1, "accumulated_model", "fit_accumulated")):
         got = np.array([float(v) for v in results[0][field].split(",")])
         want = namespace["flat"](one(None, namespace[build], namespace[fit]))
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=build)

@@ -5,6 +5,7 @@ training on the same global batch, in float64."""
 import pytest
 
 from keras_space.testing import run_workers
+from tests.distributed_runs import RUNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only("tf.distribute across worker processes")]
 
@@ -17,19 +18,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only("tf.distribute acros
 COMMON = """
 import os, signal, time
 import numpy as np, tensorflow as tf, keras
-from keras_space.losses import InfoNCE
-from keras_space.models import GradCacheModel
-from keras_space.optimizers import GradientAccumulator, LayerwiseLearningRate
 from keras_space.utils import enable_multi_worker_fit
-
+""" + RUNS + """
 workers = tf.distribute.MultiWorkerMirroredStrategy()
 one = tf.distribute.get_strategy()
 task = workers.cluster_resolver.task_id
 reference = task == 0  # computes the one-process runs
-rng = np.random.default_rng(0)
-x = rng.normal(size=(64, 6)); y = x.sum(1, keepdims=True)
-a = rng.normal(size=(64, 8)); p = a + 0.3 * rng.normal(size=(64, 8)); n = a + rng.normal(size=(64, 8))
-labels = rng.integers(0, 30, 64); w = rng.uniform(0, 2, 64)
 out, compared = [], []
 
 KILLED_AT = (1, 1)  # (epoch, batch): the second step of the second epoch (6th of 12)
@@ -54,12 +48,7 @@ def resumable(strategy, stop_at=None, folder=None):
     # workers, an exception in one process)
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        encoder = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"),
-                                    keras.layers.Dense(4)])
-        model = GradCacheModel(encoder, micro_batch_size=8)
-        optimizer = GradientAccumulator(keras.optimizers.AdamW(1e-2), 3)
-        model.compile(optimizer, InfoNCE(0.1, symmetric=True, mask_duplicates=True,
-                                         learnable_temperature=True))
+        model = grad_cache_model(GradientAccumulator(keras.optimizers.AdamW(1e-2), 3))
     folder = folder or os.path.join(os.environ["BACKUP_DIR"], f"worker{task}")
     callbacks = [keras.callbacks.BackupAndRestore(folder, save_freq=1)]
     if stop_at:
@@ -67,12 +56,6 @@ def resumable(strategy, stop_at=None, folder=None):
     model.fit((a, p, n), labels, sample_weight=w, batch_size=16, epochs=3, shuffle=False,
               verbose=0, callbacks=callbacks)
     return model
-
-def flat(model):
-    return np.concatenate([v.ravel() for v in model.get_weights()])
-
-def rel(u, v):
-    return float(np.linalg.norm(u - v) / np.linalg.norm(v))
 
 def digest(v):
     return f"{np.sum(v):.17g}/{np.linalg.norm(v):.17g}"
@@ -110,14 +93,8 @@ if reference:
 def grad_cache(strategy, batch_size=32, accumulate=1):
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        encoder = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"),
-                                    keras.layers.Dense(4)])
-        model = GradCacheModel(encoder, micro_batch_size=8)
         optimizer = keras.optimizers.SGD(0.5)
-        if accumulate > 1:
-            optimizer = GradientAccumulator(optimizer, accumulate)
-        model.compile(optimizer, InfoNCE(0.1, symmetric=True, mask_duplicates=True,
-                                         learnable_temperature=True))
+        model = grad_cache_model(GradientAccumulator(optimizer, accumulate) if accumulate > 1 else optimizer)
     h = model.fit((a, p, n), labels, sample_weight=w, batch_size=batch_size, epochs=2,
                   shuffle=False, verbose=0)
     return flat(model), h.history["loss"][-1]
@@ -134,14 +111,9 @@ if reference:
 def accumulated(strategy):
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh", name="body"),
-                                  keras.layers.Dense(1)])
-        inner = LayerwiseLearningRate(keras.optimizers.AdamW(1e-2, weight_decay=0.01),
-                                      {"(.*/)?body/.*": 0.5})
-        optimizer = GradientAccumulator(inner, 3)
-        model.compile(optimizer, "mse")
+        model = accumulated_model()
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)  # 8 steps: window 2 of 3
-    return flat(model), int(optimizer.iterations.numpy()), int(optimizer.micro_step.numpy())
+    return flat(model), int(model.optimizer.iterations.numpy()), int(model.optimizer.micro_step.numpy())
 
 o1, it1, micro1 = accumulated(workers)
 out += [digest(o1), it1, micro1]

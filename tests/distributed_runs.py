@@ -1,0 +1,39 @@
+"""The training runs that the multi-process tests make on several workers or devices and
+in one process, as Python source for the processes they start
+(tests/utils/multi_worker_test.py on TensorFlow, tests/utils/data_parallel_test.py on
+JAX). Needs `numpy as np` and `keras` imported first."""
+
+RUNS = """
+from keras_space.losses import InfoNCE
+from keras_space.models import GradCacheModel
+from keras_space.optimizers import GradientAccumulator, LayerwiseLearningRate
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 6)); y = x.sum(1, keepdims=True)
+a = rng.normal(size=(64, 8)); p = a + 0.3 * rng.normal(size=(64, 8)); n = a + rng.normal(size=(64, 8))
+labels = rng.integers(0, 30, 64); w = rng.uniform(0, 2, 64)
+
+def flat(model):
+    return np.concatenate([v.ravel() for v in model.get_weights()])
+
+def rel(u, v):
+    return float(np.linalg.norm(u - v) / np.linalg.norm(v))
+
+def grad_cache_model(optimizer):
+    # for tuples (a, p, n) with hard negatives, a learned temperature, sample weights w
+    # and labels (mask_duplicates)
+    encoder = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"),
+                                keras.layers.Dense(4)])
+    model = GradCacheModel(encoder, micro_batch_size=8)
+    model.compile(optimizer, InfoNCE(0.1, symmetric=True, mask_duplicates=True,
+                                     learnable_temperature=True))
+    return model
+
+def accumulated_model():
+    # a plain model trained by GradientAccumulator(LayerwiseLearningRate(AdamW)), 3 steps a window
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh", name="body"),
+                              keras.layers.Dense(1)])
+    inner = LayerwiseLearningRate(keras.optimizers.AdamW(1e-2, weight_decay=0.01), {"(.*/)?body/.*": 0.5})
+    model.compile(GradientAccumulator(inner, 3), "mse")
+    return model
+"""
