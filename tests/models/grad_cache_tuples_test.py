@@ -4,7 +4,6 @@ is written here in plain keras.ops (sentence-transformers' multiple-negatives
 ranking loss, CLIP's logit scale), not with InfoNCE. On TensorFlow and JAX."""
 
 import math
-import textwrap
 
 import keras
 import numpy as np
@@ -15,7 +14,6 @@ from keras_space.losses import InfoNCE
 from keras_space.models import GradCacheModel
 from keras_space.models.grad_cache_model import _seed_states
 from keras_space.optimizers import GradientAccumulator
-from keras_space.testing import run_on_logical_cpus
 from tests.backend import runtime_errors, value_and_variable_grads
 
 pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
@@ -194,51 +192,3 @@ def test_composes_with_gradient_accumulator_in_float64():
     expected = [w - 0.5 * 0.5 * (g1 + g2)
                 for w, g1, g2 in zip(before, *refs, strict=True)]
     assert relative([w.numpy() for w in model.trainable_weights], expected) < 1e-12
-
-
-MIRRORED = textwrap.dedent(
-    """
-    import numpy as np, tensorflow as tf
-    import keras
-    from keras_space.losses import InfoNCE
-    from keras_space.models import GradCacheModel
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(64, 8)); p = a + 0.3 * rng.normal(size=(64, 8))
-    n = a + rng.normal(size=(64, 8)); labels = rng.integers(0, 30, 64); w = rng.uniform(0, 2, 64)
-    def run(strategy, tuples):
-        with strategy.scope():
-            keras.utils.set_random_seed(0)
-            enc = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"),
-                                    keras.layers.Dense(4)])
-            model = GradCacheModel(enc, micro_batch_size=8)
-            loss = (InfoNCE(0.1, symmetric=True, mask_duplicates=True, learnable_temperature=True)
-                    if tuples else InfoNCE(0.1, symmetric=True))
-            model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
-        if tuples:
-            h = model.fit((a, p, n), labels, sample_weight=w, batch_size=32, epochs=2,
-                          shuffle=False, verbose=0)
-        else:
-            h = model.fit((a, p), batch_size=32, epochs=2, shuffle=False, verbose=0)
-        return np.concatenate([v.ravel() for v in model.get_weights()]), h.history["loss"]
-    out, strategy = [], tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    # pairs in float32 (the plain setting), then tuples with labels, weights and a learned
-    # temperature in float64
-    for tuples in (False, True):
-        if tuples:
-            keras.config.set_dtype_policy("float64"); keras.config.set_floatx("float64")
-        single, l1 = run(tf.distribute.get_strategy(), tuples)
-        mirrored, l2 = run(strategy, tuples)
-        out += [np.linalg.norm(single - mirrored) / np.linalg.norm(single), abs(l1[0] - l2[0]) / l1[0]]
-    print("RESULT", *out)
-    """
-)
-
-
-@pytest.mark.slow
-@pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy")
-def test_mirrored_strategy_equals_one_device_with_global_negatives():
-    """Each replica's loss sees the whole batch as negatives; for tuples the labels and weights
-    are gathered too and the temperature's gradient is counted once."""
-    pair_err, pair_loss, err, loss_diff = map(float, run_on_logical_cpus(MIRRORED))
-    assert pair_err < 1e-5 and pair_loss < 1e-6
-    assert err < 1e-10 and loss_diff < 1e-12

@@ -1,14 +1,11 @@
 """GradientAccumulator against the plain large-batch run."""
 
-import textwrap
-
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
 from keras_space.optimizers import GradientAccumulator
-from keras_space.testing import run_on_logical_cpus
 from tests.backend import value_and_variable_grads
 
 # also run by the JAX session; on TensorFlow the optimizers build inside the first
@@ -238,45 +235,3 @@ def test_config_round_trip():
     revived = GradientAccumulator.from_config(opt.get_config())
     assert revived.steps == 3 and isinstance(revived.inner_optimizer, keras.optimizers.AdamW)
     assert revived.get_config() == opt.get_config()
-
-
-MIRRORED = textwrap.dedent(
-    """
-    import numpy as np, tensorflow as tf
-    import keras
-    from keras_space.optimizers import GradientAccumulator
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(96, 8)).astype("float32"); y = rng.normal(size=(96, 1)).astype("float32")
-    def run(strategy):
-        with strategy.scope():
-            keras.utils.set_random_seed(0)
-            model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(1)])
-            opt = GradientAccumulator(keras.optimizers.Adam(1e-2), steps=4)
-            model.compile(optimizer=opt, loss="mse")
-        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-        return model.get_weights(), int(opt.iterations.numpy())
-    single, it1 = run(tf.distribute.get_strategy())
-    mirrored, it2 = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-    a = np.concatenate([w.ravel() for w in single]); b = np.concatenate([w.ravel() for w in mirrored])
-    err = np.linalg.norm(a - b) / np.linalg.norm(a)
-    # mid-window, each replica holds its own partial sum: nothing was reduced yet
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
-        opt = GradientAccumulator(keras.optimizers.SGD(0.1), steps=4)
-        model.compile(optimizer=opt, loss="mse")
-    model.fit(x[:16], y[:16], batch_size=8, epochs=1, shuffle=False, verbose=0)
-    local = [np.asarray(v) for v in strategy.experimental_local_results(opt.accumulators[0].value)]
-    differ = int(not np.allclose(local[0], local[1]))
-    print("RESULT", err, it1, it2, differ, int(opt.micro_step.numpy()))
-    """
-)
-
-
-@pytest.mark.slow
-@pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy")
-def test_mirrored_strategy_equals_single_device():
-    err, it1, it2, differ, micro = run_on_logical_cpus(MIRRORED)
-    assert float(err) < 1e-5 and it1 == it2 == "6"
-    assert differ == "1" and micro == "2"
