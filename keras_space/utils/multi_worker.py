@@ -5,13 +5,10 @@ from keras_space.api_export import keras_space_export
 _ENABLED = []  # the original Keras functions, once patched
 
 
-def _local_first(strategy, value):
-    """This worker's first replica's value of a distributed value (other values as they are)."""
-    import tensorflow as tf
-
-    if isinstance(value, tf.distribute.DistributedValues):
-        return strategy.experimental_local_results(value)[0]
-    return value
+def _first_replica_spec(spec):
+    """The spec of one replica's part of a distributed dataset's element (a spec as is)."""
+    specs = getattr(spec, "_value_specs", None)  # tf.distribute's PerReplicaSpec
+    return specs[0] if specs else spec
 
 
 @keras_space_export("keras_space.utils.enable_multi_worker_fit", serializable=False, backends=("tensorflow",))
@@ -24,8 +21,10 @@ def enable_multi_worker_fit():
     each step it averages the scalar logs along an axis 0 they do not have (`Invalid
     reduction dimension 0 for input with 0 dimensions`). This mends both, in Keras's
     trainer, for every model (plain `keras.Model`s, `GradCacheModel`, any optimizer):
-    the build reads this worker's own batch, and the logs are averaged across replicas
-    as `MirroredStrategy` averages them on one machine. Nothing else changes, and under
+    the build reads the shapes of one replica's batch from the dataset's element spec
+    (no batch is read, so a dataset reshuffled on each pass trains on the same order as
+    in one process), and the logs are averaged across replicas as `MirroredStrategy`
+    averages them on one machine. Nothing else changes, and under
     any other strategy Keras runs as before. Call it once, before `fit`; calling it
     again does nothing. Remove the call once Keras fixes its trainer (the tests tell:
     they check that plain Keras still fails).
@@ -63,10 +62,12 @@ def enable_multi_worker_fit():
         strategy = self._distribute_strategy
         if iterator is None or strategy is None or not multi_worker(strategy):
             return build(self, iterator=iterator, data_batch=data_batch)
-        for _, _, it in iterator:
-            data_batch = trainer.tree.map_structure(lambda v: _local_first(strategy, v), next(it))
-            break
-        return build(self, data_batch=data_batch)
+        # The build reads only shapes and dtypes: those of one replica's batch, from the
+        # dataset's element spec. (Reading a batch, as Keras does, would start a pass
+        # over the data that no step uses: a dataset reshuffled on each pass would then
+        # train on its second order, unlike one process.)
+        spec = iterator._distributed_dataset.element_spec
+        return build(self, data_batch=trainer.tree.map_structure(_first_replica_spec, spec))
 
     def reduce_logs(values, strategy, reduction):
         if reduction in ("auto", "mean") and multi_worker(strategy):

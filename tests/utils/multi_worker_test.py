@@ -108,13 +108,17 @@ if reference:
     local, _ = grad_cache(one, batch_size=16, accumulate=2)
     compared += [rel(g1, g2), abs(l1 - l2), rel(local, g2)]
 
-# GradientAccumulator(LayerwiseLearningRate(AdamW)) on a plain model: the weights, and
-# the step counters (optimizer steps and the micro-step in the window) on each worker
+# GradientAccumulator(LayerwiseLearningRate(AdamW)) on a plain model, fed by a
+# tf.data.Dataset of global batches shuffled with a fixed seed (the same order on every
+# worker; tf.distribute's default auto-shard policy falls back to DATA for data in
+# memory: each worker keeps its share of every global batch): the weights, and the step
+# counters (optimizer steps and the micro-step in the window) on each worker
 def accumulated(strategy):
     with strategy.scope():
         keras.utils.set_random_seed(0)
         model = accumulated_model()
-    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)  # 8 steps: window 2 of 3
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64, seed=1).batch(16)
+    model.fit(data, epochs=2, verbose=0)  # 8 steps: window 2 of 3
     return flat(model), int(model.optimizer.iterations.numpy()), int(model.optimizer.micro_step.numpy())
 
 o1, it1, micro1 = accumulated(workers)
