@@ -24,8 +24,11 @@ def enable_multi_worker_fit():
     the build reads the shapes of one replica's batch from the dataset's element spec
     (no batch is read, so a dataset reshuffled on each pass trains on the same order as
     in one process), and the logs are averaged across replicas as `MirroredStrategy`
-    averages them on one machine. Nothing else changes, and under
-    any other strategy Keras runs as before. Call it once, before `fit`; calling it
+    averages them on one machine. It also turns off Grappler's arithmetic optimizer
+    (process-wide): its rewrite of long sums into temporary variables made the first
+    step of a `GradCacheModel` on the pretrained MiniLM fail across workers with
+    `AlreadyExistsError: Resource __per_step_0/.../AddOpsRewrite.../tmp_var`. Nothing
+    else changes, and under any other strategy Keras's trainer runs as before. Call it once, before `fit`; calling it
     again does nothing. Remove the call once Keras fixes its trainer (the tests tell:
     they check that plain Keras still fails).
 
@@ -53,7 +56,10 @@ def enable_multi_worker_fit():
     """
     if _ENABLED:
         return
+    import tensorflow as tf
     from keras.src.backend.tensorflow import trainer
+
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
 
     build, reduce_per_replica = trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica
     multi_worker = trainer._collective_all_reduce_multi_worker
