@@ -301,6 +301,9 @@ def pytest_collection_modifyitems(config, items):
         if marker is not None and not tensorflow:
             reason = marker.args[0] if marker.args else "TensorFlow by nature"
             item.add_marker(pytest.mark.skip(reason=f"TensorFlow by nature: {reason}"))
+    # the tests that start worker processes (a minute or more each) first: at the end
+    # of the session they were its last minute, one worker busy and the other idle
+    items.sort(key=lambda item: item.get_closest_marker("worker_processes") is None)
 
 
 def pytest_runtest_setup(item):
@@ -336,6 +339,7 @@ def _seed_and_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+    keras.config.set_floatx("float32")  # (a test may set float64 for its references)
     # No garbage collection per test (0.3 s each, a third of the suite's time):
     # once per test file (pytest_runtest_teardown).
     keras.backend.clear_session(free_memory=False)

@@ -7,6 +7,7 @@ RUNS = """
 from keras_space.losses import InfoNCE
 from keras_space.models import GradCacheModel
 from keras_space.optimizers import GradientAccumulator, LayerwiseLearningRate
+import os, signal
 
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 6)); y = x.sum(1, keepdims=True)
@@ -35,5 +36,38 @@ def accumulated_model():
                               keras.layers.Dense(1)])
     inner = LayerwiseLearningRate(keras.optimizers.AdamW(1e-2, weight_decay=0.01), {"(.*/)?body/.*": 0.5})
     model.compile(GradientAccumulator(inner, 3), "mse")
+    return model
+
+KILLED_AT = (1, 1)  # (epoch, batch): the second step of the second epoch (6th of 12)
+
+class StopAt(keras.callbacks.Callback):
+    # at the end of step `at` (epoch, batch): print `last_words` as this process's RESULT
+    # and SIGKILL it, or raise
+    def __init__(self, at, kill, last_words):
+        super().__init__()
+        self.at, self.kill, self.last_words = at, kill, last_words
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            if self.kill:
+                print("RESULT", self.last_words, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("interrupted")
+
+def resumable_model():
+    # GradCacheModel with a learned temperature, trained by GradientAccumulator(AdamW),
+    # 3 steps a window
+    return grad_cache_model(GradientAccumulator(keras.optimizers.AdamW(1e-2), 3))
+
+def fit_resumable(model, data, batch_size, folder, stop_at=None, kill=False, last_words=""):
+    # 3 epochs of (a, p, n) tuples with labels and weights, backed up every step;
+    # stopped at `stop_at` (SIGKILL when `kill`, else an exception)
+    (a_, p_, n_), labels_, w_ = data
+    callbacks = [keras.callbacks.BackupAndRestore(folder, save_freq=1)]
+    if stop_at:
+        callbacks.append(StopAt(stop_at, kill, last_words))
+    model.fit((a_, p_, n_), labels_, sample_weight=w_, batch_size=batch_size, epochs=3, shuffle=False,
+              verbose=0, callbacks=callbacks)
     return model
 """

@@ -13,7 +13,7 @@ import pytest
 from keras_space.testing import run_workers
 from tests.distributed_runs import RUNS
 
-pytestmark = [pytest.mark.slow, pytest.mark.all_backends,  # run by the JAX session
+pytestmark = [pytest.mark.slow, pytest.mark.worker_processes, pytest.mark.all_backends,  # run by the JAX session
               pytest.mark.skipif(keras.backend.backend() != "jax",
                                  reason="JAX's keras.distribution (the JAX session runs it)")]
 
@@ -45,7 +45,7 @@ def fit_accumulated(model):
 # Each process feeds its own rows (Keras's multi-process input: `auto_shard_dataset` off
 # for numpy arrays): its half of every global batch, in order, which Keras splits between
 # its two devices.
-PROCESSES = """
+IN_PROCESSES = """
 import os, jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], int(os.environ["JAX_NUM_PROCESSES"]),
@@ -55,6 +55,12 @@ def mine(v, rows):  # this process's `rows` of every global batch of 2 * rows
     i = jax.process_index()
     return np.concatenate([v[k + i * rows:k + (i + 1) * rows] for k in range(0, len(v), 2 * rows)])
 
+everywhere = keras.distribution.DataParallel(devices=jax.devices())
+everywhere.auto_shard_dataset = False
+"""
+
+PROCESSES = IN_PROCESSES + """
+
 def fit_grad_cache_here(model):
     model.fit((mine(a, 16), mine(p, 16), mine(n, 16)), mine(labels, 16), sample_weight=mine(w, 16),
               batch_size=16, epochs=2, shuffle=False, verbose=0)
@@ -63,8 +69,6 @@ def fit_accumulated_here(model):
     model.fit(mine(x, 8), mine(y, 8), batch_size=8, epochs=2, shuffle=False, verbose=0)
 
 assert len(jax.devices()) == 4 and len(jax.local_devices()) == 2
-everywhere = keras.distribution.DataParallel(devices=jax.devices())
-everywhere.auto_shard_dataset = False
 g = trained(everywhere, grad_cache, fit_grad_cache_here)
 o = trained(everywhere, accumulated_model, fit_accumulated_here)
 # the distribution was in force: the trained kernel lives on all four devices
@@ -89,3 +93,64 @@ def test_two_processes_of_two_devices_train_as_one_device(monkeypatch):
         want = namespace["flat"](one(None, namespace[build], namespace[fit]))
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=build)
     assert results[0][2:] == ["2", "2", "1"]
+
+
+# The backed-up run of tests/utils/multi_worker_test.py (GradCacheModel with a learned
+# temperature under GradientAccumulator(AdamW), 8 rows per process of every global batch
+# of 16) on two processes of one device each. STAGE=killed: process 1 is SIGKILLed at
+# (epoch 1, batch 1) and process 0 reports how its fit ended; STAGE=resumed: both
+# restart from the backups and report their weights and step counters.
+RESUMABLE = IN_PROCESSES + """
+import time
+here = ((mine(a, 8), mine(p, 8), mine(n, 8)), mine(labels, 8), mine(w, 8))
+folder = os.path.join(os.environ["BACKUP_DIR"], f"process{jax.process_index()}")
+keras.distribution.set_distribution(everywhere)
+keras.utils.set_random_seed(0)
+model = resumable_model()
+if os.environ["STAGE"] == "killed":
+    start = time.monotonic()
+    try:
+        fit_resumable(model, here, 8, folder, KILLED_AT if jax.process_index() == 1 else None, kill=True,
+                      last_words="killed")
+        print("RESULT finished")
+    except Exception as e:
+        print("RESULT", type(e).__name__, time.monotonic() - start, flush=True)
+    # the job is over: leave without jax.distributed's shutdown, which would wait for
+    # the dead process (its heartbeat timeout, 100 s)
+    os._exit(0)
+else:
+    fit_resumable(model, here, 8, folder)
+    print("RESULT", ",".join(map(repr, flat(model).tolist())), int(model.optimizer.iterations.numpy()),
+          int(model.optimizer.micro_step.numpy()))
+"""
+
+
+def test_a_killed_process_is_reported_and_the_restarted_job_resumes(tmp_path, monkeypatch):
+    """Process 1 SIGKILLed mid-epoch: process 0's next collective fails with an error
+    (gloo's, within seconds), not a hang. Restarted from BackupAndRestore's backups,
+    both processes equal one device interrupted and restarted at the same step
+    (made here, in the test's own process), step counters included."""
+    import numpy as np
+
+    monkeypatch.setenv("BACKUP_DIR", str(tmp_path))
+    monkeypatch.setenv("STAGE", "killed")
+    killed = run_workers(RESUMABLE, num_workers=2, timeout=240)
+    assert killed[1] == ["killed"]
+    assert killed[0][0].endswith("Error") and float(killed[0][1]) < 60, killed[0]
+    monkeypatch.setenv("STAGE", "resumed")
+    resumed = run_workers(RESUMABLE, num_workers=2, timeout=240)
+    assert resumed[0] == resumed[1]  # the same weights and counters on both
+
+    namespace = {}
+    exec(COMMON, namespace)  # noqa: S102 - the same builders and data as the processes'
+    data, folder = ((namespace["a"], namespace["p"], namespace["n"]), namespace["labels"], namespace["w"]), tmp_path / "one"
+    keras.utils.set_random_seed(0)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        namespace["fit_resumable"](namespace["resumable_model"](), data, 16, folder, namespace["KILLED_AT"])
+    keras.utils.set_random_seed(0)
+    alone = namespace["fit_resumable"](namespace["resumable_model"](), data, 16, folder)
+    got = np.array([float(v) for v in resumed[0][0].split(",")])
+    np.testing.assert_allclose(got, namespace["flat"](alone), rtol=1e-12, atol=1e-14)
+    # 14 micro-steps: 4 optimizer steps, 2 into the next window
+    assert resumed[0][1:] == ["4", "2"] == [str(int(alone.optimizer.iterations.numpy())),
+                                            str(int(alone.optimizer.micro_step.numpy()))]

@@ -9,7 +9,7 @@ from tests.distributed_runs import RUNS
 
 # The workers are TensorFlow processes of their own: the JAX session launches these
 # tests when it runs (conftest.py), the TensorFlow session otherwise.
-pytestmark = [pytest.mark.slow, pytest.mark.all_backends, pytest.mark.tensorflow_processes]
+pytestmark = [pytest.mark.slow, pytest.mark.worker_processes, pytest.mark.all_backends, pytest.mark.tensorflow_processes]
 
 # Every worker runs this. It first checks that plain Keras still fails (so the day
 # Keras mends its trainer, this test says enable_multi_worker_fit can go), then trains
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.all_backends, pytest.mark.tensorflow
 # batch of 32 gives each worker 16 rows) and compares. Each worker prints digests of
 # its weights (equal on both) and worker 0 the comparisons.
 COMMON = """
-import os, signal, time
+import os, time
 import numpy as np, tensorflow as tf, keras
 from keras_space.utils import enable_multi_worker_fit
 """ + RUNS + """
@@ -28,36 +28,15 @@ task = workers.cluster_resolver.task_id
 reference = task == 0  # computes the one-process runs
 out, compared = [], []
 
-KILLED_AT = (1, 1)  # (epoch, batch): the second step of the second epoch (6th of 12)
-
-class StopAt(keras.callbacks.Callback):
-    # at the end of step `at` (epoch, batch): SIGKILL this process, or raise
-    def __init__(self, at, kill):
-        super().__init__()
-        self.at, self.kill = at, kill
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            if self.kill:
-                print("RESULT", *out, flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
-            raise RuntimeError("interrupted")
-
 def resumable(strategy, stop_at=None, folder=None):
-    # GradCacheModel with a learned temperature, trained by GradientAccumulator(AdamW)
-    # (3 steps a window), backed up every step; stopped at `stop_at` (SIGKILL on the
-    # workers, an exception in one process)
+    # the backed-up run, stopped at `stop_at` (SIGKILL on the workers, an exception in
+    # one process)
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        model = grad_cache_model(GradientAccumulator(keras.optimizers.AdamW(1e-2), 3))
+        model = resumable_model()
     folder = folder or os.path.join(os.environ["BACKUP_DIR"], f"worker{task}")
-    callbacks = [keras.callbacks.BackupAndRestore(folder, save_freq=1)]
-    if stop_at:
-        callbacks.append(StopAt(stop_at, kill=strategy is workers))
-    model.fit((a, p, n), labels, sample_weight=w, batch_size=16, epochs=3, shuffle=False,
-              verbose=0, callbacks=callbacks)
-    return model
+    return fit_resumable(model, ((a, p, n), labels, w), 16, folder, stop_at, kill=strategy is workers,
+                         last_words=" ".join(map(str, out)))
 
 def digest(v):
     return f"{np.sum(v):.17g}/{np.linalg.norm(v):.17g}"
