@@ -15,9 +15,7 @@ second pytest session on JAX in a subprocess (`KERAS_BACKEND=jax`, x64 mode for
 the float64 references) over the same paths, selecting the tests marked
 `all_backends` (all but the grid rows marked `jax_skip_row`; and the same `-m` / `-k`
 expressions), runs it alongside, and
-fails if it fails; its summary is printed at the end. Tests marked
-`tensorflow_processes` (their TensorFlow processes are their own) are launched by the
-JAX session, which has less to do, or by the TensorFlow session without it. `--backends tensorflow`
+fails if it fails; its summary is printed at the end. `--backends tensorflow`
 runs TensorFlow only; `KERAS_BACKEND=jax JAX_ENABLE_X64=1 python -m pytest -m all_backends`
 runs every backend-neutral test on JAX by hand.
 """
@@ -287,23 +285,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def pytest_collection_modifyitems(config, items):
     tensorflow = BACKEND == "tensorflow"
-    jax_session_runs = "jax" in config.getoption("backends").split(",")
     for item in items:
         if "minilm" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-        if item.get_closest_marker("tensorflow_processes") is not None:
-            # its TensorFlow processes are its own: the JAX session launches it (the
-            # TensorFlow session has more to do; 100 s of its time on two workers)
-            if tensorflow and jax_session_runs:
-                item.add_marker(pytest.mark.skip(reason="the JAX session launches it (TensorFlow processes)"))
-            continue
         marker = item.get_closest_marker("tensorflow_only")
         if marker is not None and not tensorflow:
             reason = marker.args[0] if marker.args else "TensorFlow by nature"
             item.add_marker(pytest.mark.skip(reason=f"TensorFlow by nature: {reason}"))
-    # the tests that start worker processes (a minute or more each) first: at the end
-    # of the session they were its last minute, one worker busy and the other idle
-    items.sort(key=lambda item: item.get_closest_marker("worker_processes") is None)
 
 
 def pytest_runtest_setup(item):
@@ -320,15 +308,6 @@ def pytest_runtest_teardown(item, nextitem):
     if nextitem is None or nextitem.path != item.path:
         gc.collect()
         gc.freeze()
-
-
-@pytest.fixture(autouse=True)
-def _tensorflow_processes(request, monkeypatch):
-    """A test marked `tensorflow_processes` starts TensorFlow processes, whichever
-    session runs it."""
-    if request.node.get_closest_marker("tensorflow_processes") is not None:
-        monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-        monkeypatch.delenv("JAX_ENABLE_X64", raising=False)
 
 
 @pytest.fixture(autouse=True)

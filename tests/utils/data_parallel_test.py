@@ -13,7 +13,7 @@ import pytest
 from keras_space.testing import run_workers
 from tests.distributed_runs import RUNS
 
-pytestmark = [pytest.mark.slow, pytest.mark.worker_processes, pytest.mark.all_backends,  # run by the JAX session
+pytestmark = [pytest.mark.slow, pytest.mark.all_backends,  # run by the JAX session
               pytest.mark.skipif(keras.backend.backend() != "jax",
                                  reason="JAX's keras.distribution (the JAX session runs it)")]
 

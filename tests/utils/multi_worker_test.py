@@ -7,9 +7,7 @@ import pytest
 from keras_space.testing import run_workers
 from tests.distributed_runs import RUNS
 
-# The workers are TensorFlow processes of their own: the JAX session launches these
-# tests when it runs (conftest.py), the TensorFlow session otherwise.
-pytestmark = [pytest.mark.slow, pytest.mark.worker_processes, pytest.mark.all_backends, pytest.mark.tensorflow_processes]
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only("tf.distribute across worker processes")]
 
 # Every worker runs this. It first checks that plain Keras still fails (so the day
 # Keras mends its trainer, this test says enable_multi_worker_fit can go), then trains
