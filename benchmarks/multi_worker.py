@@ -39,7 +39,6 @@ from keras_space.utils import enable_multi_worker_fit
 
 enable_multi_worker_fit()
 strategy = tf.distribute.MultiWorkerMirroredStrategy() if "TF_CONFIG" in os.environ else tf.distribute.get_strategy()
-task = strategy.cluster_resolver.task_id if "TF_CONFIG" in os.environ else 0
 
 def loopback_bytes():
     for line in open("/proc/net/dev"):

@@ -50,9 +50,8 @@ def launch(args, argv):
     from keras_space.testing import run_workers
 
     path = os.path.abspath(__file__)
-    rest = [a for i, a in enumerate(argv) if a != "--workers" and (i == 0 or argv[i - 1] != "--workers")
-            and not a.startswith("--workers=")]
-    code = f"import runpy, sys\nsys.argv = {[path, *rest]!r}\nrunpy.run_path({path!r}, run_name='__main__')\n"
+    worker_argv = [path, *argv, "--workers", "0"]  # the last --workers wins: each runs as one worker
+    code = f"import runpy, sys\nsys.argv = {worker_argv!r}\nrunpy.run_path({path!r}, run_name='__main__')\n"
     for index, fields in enumerate(run_workers(code, num_workers=args.workers, timeout=args.timeout)):
         print(f"worker {index}:", " ".join(fields))
 

@@ -13,9 +13,13 @@ rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 6)); y = x.sum(1, keepdims=True)
 a = rng.normal(size=(64, 8)); p = a + 0.3 * rng.normal(size=(64, 8)); n = a + rng.normal(size=(64, 8))
 labels = rng.integers(0, 30, 64); w = rng.uniform(0, 2, 64)
+tuples = ((a, p, n), labels, w)  # what fit_resumable takes
 
 def flat(model):
     return np.concatenate([v.ravel() for v in model.get_weights()])
+
+def floats(text):  # flat(model) printed as a RESULT field (comma-separated reprs)
+    return np.array([float(v) for v in text.split(",")])
 
 def rel(u, v):
     return float(np.linalg.norm(u - v) / np.linalg.norm(v))

@@ -28,9 +28,9 @@ def enable_multi_worker_fit():
     (process-wide): its rewrite of long sums into temporary variables made the first
     step of a `GradCacheModel` on the pretrained MiniLM fail across workers with
     `AlreadyExistsError: Resource __per_step_0/.../AddOpsRewrite.../tmp_var`. Nothing
-    else changes, and under any other strategy Keras's trainer runs as before. Call it once, before `fit`; calling it
-    again does nothing. Remove the call once Keras fixes its trainer (the tests tell:
-    they check that plain Keras still fails).
+    else changes, and under any other strategy Keras's trainer runs as before. Call it
+    once, before `fit`; calling it again does nothing. Remove the call once Keras fixes
+    its trainer (the tests tell: they check that plain Keras still fails).
 
     Tested with two worker processes on 127.0.0.1 (float64): a plain model, a
     `GradCacheModel` (global negatives: each worker's anchors see the other's

@@ -89,9 +89,9 @@ def test_two_processes_of_two_devices_train_as_one_device(monkeypatch):
     exec(COMMON, namespace)  # noqa: S102 - the same builders and data as the processes'
     one = namespace["trained"]
     for field, build, fit in ((0, "grad_cache", "fit_grad_cache"), (1, "accumulated_model", "fit_accumulated")):
-        got = np.array([float(v) for v in results[0][field].split(",")])
         want = namespace["flat"](one(None, namespace[build], namespace[fit]))
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=build)
+        np.testing.assert_allclose(namespace["floats"](results[0][field]), want, rtol=1e-12, atol=1e-14,
+                                   err_msg=build)
     assert results[0][2:] == ["2", "2", "1"]
 
 
@@ -143,14 +143,13 @@ def test_a_killed_process_is_reported_and_the_restarted_job_resumes(tmp_path, mo
 
     namespace = {}
     exec(COMMON, namespace)  # noqa: S102 - the same builders and data as the processes'
-    data, folder = ((namespace["a"], namespace["p"], namespace["n"]), namespace["labels"], namespace["w"]), tmp_path / "one"
+    fit, build, data, folder = namespace["fit_resumable"], namespace["resumable_model"], namespace["tuples"], tmp_path / "one"
     keras.utils.set_random_seed(0)
     with pytest.raises(RuntimeError, match="interrupted"):
-        namespace["fit_resumable"](namespace["resumable_model"](), data, 16, folder, namespace["KILLED_AT"])
+        fit(build(), data, 16, folder, namespace["KILLED_AT"])
     keras.utils.set_random_seed(0)
-    alone = namespace["fit_resumable"](namespace["resumable_model"](), data, 16, folder)
-    got = np.array([float(v) for v in resumed[0][0].split(",")])
-    np.testing.assert_allclose(got, namespace["flat"](alone), rtol=1e-12, atol=1e-14)
+    alone = fit(build(), data, 16, folder)
+    np.testing.assert_allclose(namespace["floats"](resumed[0][0]), namespace["flat"](alone), rtol=1e-12, atol=1e-14)
     # 14 micro-steps: 4 optimizer steps, 2 into the next window
     assert resumed[0][1:] == ["4", "2"] == [str(int(alone.optimizer.iterations.numpy())),
                                             str(int(alone.optimizer.micro_step.numpy()))]

@@ -33,7 +33,7 @@ def resumable(strategy, stop_at=None, folder=None):
         keras.utils.set_random_seed(0)
         model = resumable_model()
     folder = folder or os.path.join(os.environ["BACKUP_DIR"], f"worker{task}")
-    return fit_resumable(model, ((a, p, n), labels, w), 16, folder, stop_at, kill=strategy is workers,
+    return fit_resumable(model, tuples, 16, folder, stop_at, kill=strategy is workers,
                          last_words=" ".join(map(str, out)))
 
 def digest(v):
