@@ -40,6 +40,13 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 "
                                    "--xla_llvm_disable_expensive_passes=true "
                                    "--xla_cpu_use_fusion_emitters=false")
 
+# Four test processes share this machine's two cores (two per backend): TensorFlow's
+# thread pools, sized to the cores, only add hand-offs between them (4 % of a module's
+# CPU time, measured); one thread each, also in the processes the tests start. (XLA's
+# own pool stays: one thread made the JAX session slower.)
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
 import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -103,37 +110,13 @@ def _set_up_backend():
             f"Keras runs on {keras.backend.backend()!r} (its keras.json) but the test command "
             f"reads KERAS_BACKEND={BACKEND!r}: set KERAS_BACKEND to the backend to test")
     if BACKEND == "tensorflow":
-        # Grappler rewrites every new graph before it runs; here that is thousands of
-        # tiny graphs each run a few times (a tenth of the TensorFlow session's time).
-        # Its rewrites change no result the tests check (they all passed either way).
-        import tensorflow as tf
+        from tests.speed import speed_up_tensorflow
 
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-        _one_stack_trace_for_every_graph_op()
+        speed_up_tensorflow()
         _build_keras_optimizers_before_tracing()
     else:
         _one_mlir_context_per_thread()
         _optimise_programs_that_fill_large_arrays()
-
-
-def _one_stack_trace_for_every_graph_op():
-    """TensorFlow session: graph ops carry one fixed Python stack trace.
-
-    TensorFlow records the Python stack at every op it adds to a graph (for the
-    "defined at" lines of errors raised later by that op); in these thousands of small
-    traced steps that was a fifth of their time (four test modules side by side: 140 ->
-    111 CPU-s). The ops here all carry the stack of this function instead: errors keep
-    their messages and types (which the tests check), only their "defined at" lines
-    point here. (Skipped where TensorFlow's ops module has no `tf_stack`.)
-    """
-    import types
-
-    from tensorflow.python.framework import ops
-
-    if not hasattr(getattr(ops, "tf_stack", None), "extract_stack"):
-        return
-    trace = ops.tf_stack.extract_stack()
-    ops.tf_stack = types.SimpleNamespace(extract_stack=lambda stacklevel=1: trace)
 
 
 def _one_mlir_context_per_thread():

@@ -1,9 +1,10 @@
 """Keras 3's data parallelism on JAX (`keras.distribution.DataParallel`) over two
 processes (`jax.distributed`, a coordinator on 127.0.0.1, CPU collectives) of two host
 devices each (`--xla_force_host_platform_device_count=2`): the global batch split
-across the four devices trains as on one device, in float64. (Several devices in one
-process and several processes are one code path in Keras: the mesh spans every device
-of every process; this one launch has both.)"""
+across the four devices trains as on one device, in float64; a process killed mid-run is
+reported, and the job restarted from its backups resumes as one device does. (Several
+devices in one process and several processes are one code path in Keras: the mesh spans
+every device of every process; these launches have both.)"""
 
 import os
 
@@ -59,7 +60,30 @@ everywhere = keras.distribution.DataParallel(devices=jax.devices())
 everywhere.auto_shard_dataset = False
 """
 
+# STAGE=killed (one device per process): the backed-up run of
+# tests/utils/multi_worker_test.py (GradCacheModel with a learned temperature under
+# GradientAccumulator(AdamW), 8 rows per process of every global batch of 16), in which
+# process 1 is SIGKILLed at (epoch 1, batch 1) and process 0 reports how its fit ended.
+# STAGE=resumed (two devices per process): the equalities (GradCacheModel and
+# GradientAccumulator(LayerwiseLearningRate(AdamW)) on the four devices), then the job
+# restarted from the backups (they hold values, not a layout), reporting its weights and
+# step counters.
 PROCESSES = IN_PROCESSES + """
+import time
+here = ((mine(a, 8), mine(p, 8), mine(n, 8)), mine(labels, 8), mine(w, 8))
+folder = os.path.join(os.environ["BACKUP_DIR"], f"process{jax.process_index()}")
+if os.environ["STAGE"] == "killed":
+    start = time.monotonic()
+    try:
+        trained(everywhere, resumable_model, lambda model: fit_resumable(
+            model, here, 8, folder, KILLED_AT if jax.process_index() == 1 else None, kill=True,
+            last_words="killed"))
+        print("RESULT finished")
+    except Exception as e:
+        print("RESULT", type(e).__name__, time.monotonic() - start, flush=True)
+    # the job is over: leave without jax.distributed's shutdown, which would wait for
+    # the dead process (its heartbeat timeout, 100 s)
+    os._exit(0)
 
 def fit_grad_cache_here(model):
     model.fit((mine(a, 16), mine(p, 16), mine(n, 16)), mine(labels, 16), sample_weight=mine(w, 16),
@@ -73,83 +97,47 @@ g = trained(everywhere, grad_cache, fit_grad_cache_here)
 o = trained(everywhere, accumulated_model, fit_accumulated_here)
 # the distribution was in force: the trained kernel lives on all four devices
 replicated = len(o.trainable_weights[0].value.sharding.device_set) == 4
+resumed = trained(everywhere, resumable_model, lambda model: fit_resumable(model, here, 8, folder))
 print("RESULT", ",".join(map(repr, flat(g).tolist())), ",".join(map(repr, flat(o).tolist())),
-      int(o.optimizer.iterations.numpy()), int(o.optimizer.micro_step.numpy()), int(replicated))
+      int(o.optimizer.iterations.numpy()), int(o.optimizer.micro_step.numpy()), int(replicated),
+      ",".join(map(repr, flat(resumed).tolist())), int(resumed.optimizer.iterations.numpy()),
+      int(resumed.optimizer.micro_step.numpy()))
 """
 
 
-def test_two_processes_of_two_devices_train_as_one_device(monkeypatch):
-    """The one-device runs are made here, in the test's own process."""
-    import numpy as np
-
-    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
-    results = run_workers(PROCESSES, num_workers=2, timeout=240)
-    assert results[0] == results[1]  # both processes hold the same weights and counters
-    namespace = {}
-    exec(COMMON, namespace)  # noqa: S102 - the same builders and data as the processes'
-    one = namespace["trained"]
-    for field, build, fit in ((0, "grad_cache", "fit_grad_cache"), (1, "accumulated_model", "fit_accumulated")):
-        want = namespace["flat"](one(None, namespace[build], namespace[fit]))
-        np.testing.assert_allclose(namespace["floats"](results[0][field]), want, rtol=1e-12, atol=1e-14,
-                                   err_msg=build)
-    assert results[0][2:] == ["2", "2", "1"]
-
-
-# The backed-up run of tests/utils/multi_worker_test.py (GradCacheModel with a learned
-# temperature under GradientAccumulator(AdamW), 8 rows per process of every global batch
-# of 16) on two processes of one device each. STAGE=killed: process 1 is SIGKILLed at
-# (epoch 1, batch 1) and process 0 reports how its fit ended; STAGE=resumed: both
-# restart from the backups and report their weights and step counters.
-RESUMABLE = IN_PROCESSES + """
-import time
-here = ((mine(a, 8), mine(p, 8), mine(n, 8)), mine(labels, 8), mine(w, 8))
-folder = os.path.join(os.environ["BACKUP_DIR"], f"process{jax.process_index()}")
-keras.distribution.set_distribution(everywhere)
-keras.utils.set_random_seed(0)
-model = resumable_model()
-if os.environ["STAGE"] == "killed":
-    start = time.monotonic()
-    try:
-        fit_resumable(model, here, 8, folder, KILLED_AT if jax.process_index() == 1 else None, kill=True,
-                      last_words="killed")
-        print("RESULT finished")
-    except Exception as e:
-        print("RESULT", type(e).__name__, time.monotonic() - start, flush=True)
-    # the job is over: leave without jax.distributed's shutdown, which would wait for
-    # the dead process (its heartbeat timeout, 100 s)
-    os._exit(0)
-else:
-    fit_resumable(model, here, 8, folder)
-    print("RESULT", ",".join(map(repr, flat(model).tolist())), int(model.optimizer.iterations.numpy()),
-          int(model.optimizer.micro_step.numpy()))
-"""
-
-
-def test_a_killed_process_is_reported_and_the_restarted_job_resumes(tmp_path, monkeypatch):
+def test_two_processes_train_as_one_device_and_resume_after_a_kill(tmp_path, monkeypatch):
     """Process 1 SIGKILLed mid-epoch: process 0's next collective fails with an error
-    (gloo's, within seconds), not a hang. Restarted from BackupAndRestore's backups,
-    both processes equal one device interrupted and restarted at the same step
-    (made here, in the test's own process), step counters included."""
+    (gloo's, within seconds), not a hang. Restarted (two devices per process), the
+    equalities hold, and the job resumed from BackupAndRestore's backups equals one
+    device interrupted and restarted at the same step, step counters included. The
+    one-device runs are made here, in the test's own process."""
     import numpy as np
 
     monkeypatch.setenv("BACKUP_DIR", str(tmp_path))
     monkeypatch.setenv("STAGE", "killed")
-    killed = run_workers(RESUMABLE, num_workers=2, timeout=240)
+    killed = run_workers(PROCESSES, num_workers=2, timeout=240)
     assert killed[1] == ["killed"]
     assert killed[0][0].endswith("Error") and float(killed[0][1]) < 60, killed[0]
     monkeypatch.setenv("STAGE", "resumed")
-    resumed = run_workers(RESUMABLE, num_workers=2, timeout=240)
-    assert resumed[0] == resumed[1]  # the same weights and counters on both
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+    restarted = run_workers(PROCESSES, num_workers=2, timeout=240)
+    assert restarted[0] == restarted[1]  # both processes hold the same weights and counters
 
     namespace = {}
-    exec(COMMON, namespace)  # noqa: S102 - the same builders and data as the processes'
+    exec(COMMON, namespace)  # noqa: S102 - the same builders, data and runs as the processes'
+    one, flat, floats = namespace["trained"], namespace["flat"], namespace["floats"]
+    for field, build, fit in ((0, "grad_cache", "fit_grad_cache"), (1, "accumulated_model", "fit_accumulated")):
+        want = flat(one(None, namespace[build], namespace[fit]))
+        np.testing.assert_allclose(floats(restarted[0][field]), want, rtol=1e-12, atol=1e-14, err_msg=build)
+    assert restarted[0][2:5] == ["2", "2", "1"]
+
     fit, build, data, folder = namespace["fit_resumable"], namespace["resumable_model"], namespace["tuples"], tmp_path / "one"
     keras.utils.set_random_seed(0)
     with pytest.raises(RuntimeError, match="interrupted"):
         fit(build(), data, 16, folder, namespace["KILLED_AT"])
     keras.utils.set_random_seed(0)
     alone = fit(build(), data, 16, folder)
-    np.testing.assert_allclose(namespace["floats"](resumed[0][0]), namespace["flat"](alone), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(floats(restarted[0][5]), flat(alone), rtol=1e-12, atol=1e-14)
     # 14 micro-steps: 4 optimizer steps, 2 into the next window
-    assert resumed[0][1:] == ["4", "2"] == [str(int(alone.optimizer.iterations.numpy())),
+    assert restarted[0][6:] == ["4", "2"] == [str(int(alone.optimizer.iterations.numpy())),
                                             str(int(alone.optimizer.micro_step.numpy()))]

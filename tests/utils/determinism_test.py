@@ -1,6 +1,7 @@
 """set_deterministic: seeded P-tuning runs repeat bit for bit (in a fresh process: op
 determinism is process-wide and cannot be switched off again)."""
 
+import os
 import subprocess
 import sys
 
@@ -62,7 +63,9 @@ def test_seeded_p_tuning_runs_repeat_bit_for_bit():
         for a, b in zip(first, second, strict=True):
             np.testing.assert_array_equal(a, b)
         return
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    # TensorFlow's own thread pools, as a user has them (not the suite's one thread each)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0 and "same" in out.stdout, out.stderr[-3000:]
 
 

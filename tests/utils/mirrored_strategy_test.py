@@ -7,8 +7,9 @@ import pytest
 
 from keras_space.testing import run_on_logical_cpus
 from tests.distributed_runs import RUNS
+from tests.speed import IN_A_FRESH_PROCESS
 
-SCRIPT = """
+SCRIPT = IN_A_FRESH_PROCESS + """
 import numpy as np, tensorflow as tf, keras
 """ + RUNS + """
 two, one = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), tf.distribute.get_strategy()

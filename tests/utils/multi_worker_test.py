@@ -6,6 +6,7 @@ import pytest
 
 from keras_space.testing import run_workers
 from tests.distributed_runs import RUNS
+from tests.speed import IN_A_FRESH_PROCESS
 
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only("tf.distribute across worker processes")]
 
@@ -15,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only("tf.distribute acros
 # on the same global batches (shuffle=False; the input is split by data: each global
 # batch of 32 gives each worker 16 rows) and compares. Each worker prints digests of
 # its weights (equal on both) and worker 0 the comparisons.
-COMMON = """
+COMMON = IN_A_FRESH_PROCESS + """
 import os, time
 import numpy as np, tensorflow as tf, keras
 from keras_space.utils import enable_multi_worker_fit
