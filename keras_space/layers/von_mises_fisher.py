@@ -7,7 +7,6 @@ random draws from the layer's `SeedGenerator`): TensorFlow and JAX.
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_space.api_export import keras_space_export
@@ -193,29 +192,7 @@ class VonMisesFisher(keras.layers.Layer):
         (its direction e_1 is a constant), (I - u u^T) / |x| elsewhere, however
         small |x| is; neither route's unselected value leaks a NaN into them.
         """
-        work = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
-        x = ops.cast(inputs, work)
-        squared = ops.sum(ops.square(x), axis=-1, keepdims=True)
-        tiny = np.finfo(work).tiny / np.finfo(work).eps  # below: digits lost to underflow
-        plain = ops.logical_and(squared >= tiny, squared <= np.finfo(work).max)
-
-        def direct():  # rows that are not plain divide by 1 here: finite gradients
-            return x * ops.rsqrt(ops.where(plain, squared, ops.ones_like(squared)))
-
-        def mixed():  # per row, so a row's result never depends on the others
-            return ops.where(plain, direct(), self._rescaled_direction(x))
-
-        return ops.cast(ops.cond(ops.all(plain), direct, mixed), "float32")
-
-    def _rescaled_direction(self, x):
-        # x / |x| does not depend on the scale, so neither does its gradient: stopping it
-        # keeps d(x / scale) / d scale = -x / scale^2, which underflows, out of the graph
-        scale = ops.stop_gradient(ops.max(ops.abs(x), axis=-1, keepdims=True, initial=0.0))  # empty too
-        zero = ops.equal(scale, 0.0)  # False for NaN: NaN propagates
-        basis = ops.broadcast_to(ops.one_hot(0, self.dim, dtype=x.dtype), ops.shape(x))
-        # zero rows take e_1 before the norm: its gradient at 0 would be NaN
-        x = ops.where(zero, basis, x / ops.where(zero, ops.ones_like(scale), scale))
-        return x / safe.norm(x, axis=-1, keepdims=True)
+        return ops.cast(vmf._unit_rows(inputs), "float32")
 
     def sample(self, mu):
         """A vMF sample around unit vectors `mu` (float32).

@@ -1,3 +1,5 @@
-"""keras_space.losses: contrastive losses (README: "Exact large-batch contrastive training")."""
+"""keras_space.losses: contrastive losses (README: "Exact large-batch contrastive training")
+and the vMF negative log-likelihood of directions."""
 
 from keras_space.losses.info_nce import InfoNCE
+from keras_space.losses.von_mises_fisher_nll import VonMisesFisherNLL

@@ -134,21 +134,37 @@ def vmf_log_normalizer(d, kappa):
     return _log_normalizer(d, _checked_kappa(kappa))
 
 
-@_compiled("d")
-def _log_normalizer(d, k):
+def _log_normalizer_branches(d):
+    """The two branches of log C_d(kappa) + kappa: its power series (kappa < 2) and
+    the Bessel function's (exponentially scaled, so no term grows like kappa)."""
     v = 0.5 * d - 1.0
     constant = -0.5 * d * math.log(2.0 * math.pi)
 
-    def value(k):
-        return _by_size(
-            k,
-            # small kappa: I_v(k) = (k/2)^v / Gamma(v + 1) 0F1(; v + 1; k^2 / 4)
-            lambda k: constant + v * math.log(2.0) + math.lgamma(v + 1.0)
-            - ops.log1p(_hyp0f1_tail(v + 1.0, _series_argument(k))),
-            lambda k: constant + v * ops.log(k) - (_bessel.log_bessel_ive(v, k) + k),
-        )
+    def series(k):  # I_v(k) = (k/2)^v / Gamma(v + 1) 0F1(; v + 1; k^2 / 4)
+        return (constant + v * math.log(2.0) + math.lgamma(v + 1.0)
+                - ops.log1p(_hyp0f1_tail(v + 1.0, _series_argument(k))) + k)
 
-    return _with_derivative(value, lambda k: -_mean_resultant_length(d, k))(k)
+    def direct(k):
+        return constant + v * ops.log(k) - _bessel.log_bessel_ive(v, k)
+
+    return series, direct
+
+
+@_compiled("d")
+def _log_normalizer(d, k):
+    series, direct = _log_normalizer_branches(d)
+    return _with_derivative(lambda k: _by_size(k, series, direct) - k,
+                            lambda k: -_mean_resultant_length(d, k))(k)
+
+
+@_compiled("d")
+def _log_normalizer_plus_kappa(d, k):
+    """log C_d(kappa) + kappa, the log normaliser of exp(kappa (<z, mu> - 1)): no term
+    as large as kappa, so nothing cancels (kappa up to 1e5 in float32 too). Its
+    derivative is 1 - A_d(kappa)."""
+    series, direct = _log_normalizer_branches(d)
+    return _with_derivative(lambda k: _by_size(k, series, direct),
+                            lambda k: 1.0 - _mean_resultant_length(d, k))(k)
 
 
 @keras_space_export("keras_space.ops.vmf_mean_resultant_length")
@@ -255,6 +271,35 @@ def _kl_to_uniform(d, k):
         return k * (1.0 - a) * (1.0 + a) - (d - 1.0) * a
 
     return _with_derivative(value, derivative)(k)
+
+
+def _unit_rows(inputs):
+    """Unit vectors along the rows of `inputs`, in float64 for float64 inputs and float32
+    otherwise (`VonMisesFisher.mean_direction` says how extreme and non-finite rows go)."""
+    work = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
+    x = ops.cast(inputs, work)
+    squared = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    tiny = np.finfo(work).tiny / np.finfo(work).eps  # below: digits lost to underflow
+    plain = ops.logical_and(squared >= tiny, squared <= np.finfo(work).max)
+
+    def direct():  # rows that are not plain divide by 1 here: finite gradients
+        return x * ops.rsqrt(ops.where(plain, squared, ops.ones_like(squared)))
+
+    def mixed():  # per row, so a row's result never depends on the others
+        return ops.where(plain, direct(), _rescaled_direction(x))
+
+    return ops.cond(ops.all(plain), direct, mixed)
+
+
+def _rescaled_direction(x):
+    # x / |x| does not depend on the scale, so neither does its gradient: stopping it
+    # keeps d(x / scale) / d scale = -x / scale^2, which underflows, out of the graph
+    scale = ops.stop_gradient(ops.max(ops.abs(x), axis=-1, keepdims=True, initial=0.0))  # empty too
+    zero = ops.equal(scale, 0.0)  # False for NaN: NaN propagates
+    basis = ops.broadcast_to(ops.one_hot(0, x.shape[-1], dtype=x.dtype), ops.shape(x))
+    # zero rows take e_1 before the norm: its gradient at 0 would be NaN
+    x = ops.where(zero, basis, x / ops.where(zero, ops.ones_like(scale), scale))
+    return x / safe.norm(x, axis=-1, keepdims=True)
 
 
 # --- samplers of w ----------------------------------------------------------
