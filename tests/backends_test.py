@@ -65,8 +65,8 @@ def test_every_public_object_names_its_backends():
 @pytest.mark.slow
 def test_on_jax_import_needs_no_tensorflow_and_vmf_without_x64_runs_in_float32():
     """One fresh JAX process without x64 mode: `import keras_space` imports neither
-    TensorFlow nor TensorFlow Probability; then the vMF numerics run in float32: finite,
-    accurate to float32, and the layer fits (with a learned kappa through the implicit
+    TensorFlow nor TensorFlow Probability; then the vMF numerics (and the vMF likelihood
+    at kappa = 1e5) run in float32: finite, accurate to float32, and the layer fits (with a learned kappa through the implicit
     gradient). (Run by the TensorFlow session: the JAX session would start the same
     process again.)"""
     if keras.backend.backend() == "jax":
@@ -79,8 +79,10 @@ def test_on_jax_import_needs_no_tensorflow_and_vmf_without_x64_runs_in_float32()
         import numpy as np, keras
         from keras_space.layers import VonMisesFisher
         from keras_space.ops import vmf_kl_to_uniform, vmf_log_normalizer, vmf_mean_resultant_length
+        from keras_space.losses import VonMisesFisherNLL
         print(vmf_log_normalizer(3, 1.0).dtype, float(vmf_log_normalizer(3, 1.0)),
-              float(vmf_mean_resultant_length(16, 10.0)), float(vmf_kl_to_uniform(16, 1e-2)))
+              float(vmf_mean_resultant_length(16, 10.0)), float(vmf_kl_to_uniform(16, 1e-2)),
+              float(VonMisesFisherNLL()(np.array([[0.0, 0.0, 1.0]]), np.array([[0.0, 0.0, 2.0, 1e5]]))))
         for d, learn in ((16, True), (3, False)):
             model = keras.Sequential([keras.Input((d,)), VonMisesFisher(10.0, learn_kappa=learn, seed=0),
                                       keras.layers.Dense(1)])
@@ -90,9 +92,11 @@ def test_on_jax_import_needs_no_tensorflow_and_vmf_without_x64_runs_in_float32()
         """, "jax", JAX_ENABLE_X64="0")
     lines = out.split("\n")
     assert lines[0] == "[]", out
-    dtype, log_c, a, kl = lines[1].split()
+    dtype, log_c, a, kl, nll = lines[1].split()
     assert dtype == "float32"
     assert abs(float(log_c) - -2.6924636085) < 1e-6 * 2.7
     assert abs(float(a) - 0.4876216680) < 1e-5       # A_16(10), mpmath
     assert abs(float(kl) - 3.1249983724e-06) < 1e-5 * 3.2e-6 * 10
+    # -log(1e5 / (2 pi)): log C_3 + kappa has no kappa-sized term to cancel in float32
+    assert abs(float(nll) - -9.675048399) < 1e-6 * 9.7
     assert lines[2:4] == ["True"] * 2
