@@ -163,3 +163,22 @@ def test_bad_kappa_inside_a_compiled_step_raises_at_run_time():
     loss = VonMisesFisherNLL(dtype="float64")
     with pytest.raises(runtime_errors(), match="kappa"):
         numpy(compiled(lambda a, b: loss(a, b))(f64(GOOD_X), f64(_with(GOOD_PRED, (1, 3), -1.0))))
+
+
+def test_an_empty_batch_gives_what_keras_losses_give_and_no_nan():
+    got = numpy(VonMisesFisherNLL()(np.zeros((0, 3)), np.zeros((0, 4))))
+    want = numpy(keras.losses.MeanSquaredError()(np.zeros((0, 3)), np.zeros((0, 3))))
+    assert got.shape == want.shape and not np.isnan(got).any()
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_a_direct_call_under_a_mixed_policy_is_the_float32_loss(policy):
+    """float16 / bfloat16 inputs (here exactly representable) give the float32 value:
+    -log(10 / (2 pi (1 - e^-20)))."""
+    keras.config.set_dtype_policy(policy)
+    low = policy.split("_")[1]
+    x = keras.ops.convert_to_tensor([[0.0, 0.0, 1.0]], low)
+    pred = keras.ops.convert_to_tensor([[0.0, 0.0, 2.0, 10.0]], low)
+    got = VonMisesFisherNLL()(x, pred)
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    np.testing.assert_allclose(numpy(got), -np.log(10 / (2 * np.pi * -np.expm1(-20.0))), rtol=1e-6)
