@@ -22,8 +22,10 @@ class VonMisesFisherNLL(keras.losses.Loss):
     equal directions) and log C_d(kappa) + kappa without its e^kappa-sized terms
     (`keras_space.ops.vmf_log_normalizer` minus kappa). Its value and its gradient in
     kappa, A_d(kappa) - <x, mu>, are continuous across the one place the log
-    normaliser switches method (kappa = 2, series to Bessel; tested to 1e-12 in float64
-    and 1e-6 in float32, d from 2 to 4096, kappa from 1e-3 to 1e5). Computed in the wide
+    normaliser switches method (kappa = 2, series to Bessel; tested: across it they change
+    by slope times step plus rounding only, 1e-14 of the terms' size in float64 and an
+    ulp in float32, d from 2 to 4096; value and gradient against mpmath for kappa from
+    1e-3 to 1e5). Computed in the wide
     dtype (float64; float32 on JAX without x64), returned in the loss's dtype (float32
     under a mixed policy; pass `dtype="float64"` for float64 inputs: Keras casts a
     loss's inputs to its dtype). An empty batch gives what Keras's own losses give (an
