@@ -22,6 +22,13 @@ SAMPLERS = ("auto", "closed_form", "table", "wood")
 class VonMisesFisher(keras.layers.Layer):
     """von Mises-Fisher latent: mean direction in, sample on the sphere out.
 
+    kappa is one number (fixed, or learned with `learn_kappa=True`) or, with
+    `kappa=None`, a second input: one kappa per example, e.g. from a softplus
+    head of the encoder (`layer([mu, kappa])`, kappa of shape (batch,) or
+    (batch, 1); in general the mean direction's shape without its last axis,
+    optionally with a trailing 1). Each example then has its own KL and its
+    sample carries the gradient in its own kappa.
+
     The input (any non-zero vector; it is normalised inside, after division
     by its largest entry so that huge and tiny vectors work; a zero vector is
     mapped to the first basis vector, a NaN/inf entry makes the output row
@@ -33,7 +40,8 @@ class VonMisesFisher(keras.layers.Layer):
     inference it outputs mu (or a sample, with `sample_in_inference=True`).
 
     With the uniform prior on the sphere, KL(q || p) depends only on (d,
-    kappa); it is added with `add_loss` in training (mean over the batch) and
+    kappa); it is added with `add_loss` in training (mean over the batch; 0 for
+    an empty batch) and
     tracked by the metric `kl` (shown by `fit`; on TensorFlow only: Keras's JAX
     trainer runs a layer's `call` in a scope that holds no metric state, so
     there the layer has no metric and `kl_divergence()` gives the value). With
@@ -46,16 +54,19 @@ class VonMisesFisher(keras.layers.Layer):
       inverse CDF w = 1 + log(u + (1 - u) e^(-2 kappa)) / kappa, one uniform
       per sample, stable for kappa from 1e-3 to 1e5; its kappa gradient is
       exact by plain autodiff.
-    - "table" (default for fixed kappa): an inverse-CDF table of 4097
+    - "table" (default for fixed kappa, d != 3): an inverse-CDF table of 4097
       quantiles of the angle arccos w, computed once at build time (33 KB,
       exact at the nodes, linear in between); no loop in the graph.
-    - "wood" (default with `learn_kappa=True`): Wood's (1994) rejection
-      sampler, vectorised inside a `keras.ops.while_loop`.
+    - "wood" (default with `learn_kappa=True` or per-example kappa, d != 3):
+      Wood's (1994) rejection sampler, vectorised inside a
+      `keras.ops.while_loop`.
 
     All are correct for kappa from 1e-3 to 1e5 and d up to 4096 (tested
     against A_d(kappa) and the exact CDF).
 
-    `learn_kappa=True` learns log kappa. Its gradient through the samples is
+    `learn_kappa=True` learns log kappa; with per-example kappa the gradient
+    reaches each kappa_i (and the head that predicts it). The gradient through
+    the samples is
     the implicit reparameterisation gradient dw/dkappa = -(dF/dkappa) / p(w)
     (Figurnov et al. 2018), computed by 96-point Gauss-Legendre quadrature of
     the CDF's kappa-derivative on the tail side of w; the KL term's gradient
@@ -63,17 +74,23 @@ class VonMisesFisher(keras.layers.Layer):
     proposal of the rejection sampler alone.
 
     Args:
-        kappa: concentration (> 0); the initial value when learned.
+        kappa: concentration (> 0); the initial value when learned; `None`:
+            one kappa per example, given as the second input.
         learn_kappa: learn kappa (one scalar) by gradient descent. Defaults to `False`.
-        sampler: "auto", "closed_form" (d = 3 only), "table" (fixed kappa only)
-            or "wood". Defaults to `"auto"`: "closed_form" for d = 3, else
-            "wood" with `learn_kappa=True`, else "table".
+        sampler: "auto", "closed_form" (d = 3 only), "table" (one fixed kappa
+            only) or "wood". Defaults to `"auto"`: "closed_form" for d = 3,
+            else "wood" with `learn_kappa=True` or per-example kappa, else
+            "table".
         sample_in_inference: output samples also when `training=False`. Defaults to `False`.
         seed: int seed for the samples (None: random). Defaults to `None`.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        inputs: float tensor (batch, d), d >= 2.
+        inputs: float tensor (batch, d), d >= 2; with `kappa=None`, the list
+            `[mean_direction, kappa]`, kappa of shape (batch,) or (batch, 1),
+            positive and finite (otherwise a `ValueError` naming `kappa`; inside a
+            compiled step TensorFlow's `InvalidArgumentError` or JAX's runtime
+            error with that message).
         training: sample (True) or return the mean direction (False).
 
     Example:
@@ -88,6 +105,11 @@ class VonMisesFisher(keras.layers.Layer):
     outputs = keras.layers.Dense(64)(keras.layers.Dense(128, activation="relu")(z))
     vae = keras.Model(inputs, outputs)
     vae.compile("adam", "mse")
+
+    # kappa per example, predicted by the encoder (S-VAE: softplus + 1)
+    h = keras.layers.Dense(128, activation="relu")(inputs)
+    kappa = keras.layers.Dense(1, activation="softplus")(h) + 1.0
+    z = VonMisesFisher(kappa=None, seed=0)([keras.layers.Dense(16)(h), kappa])
     ```
 
     References:
@@ -103,7 +125,7 @@ class VonMisesFisher(keras.layers.Layer):
 
     def __init__(
         self,
-        kappa,
+        kappa=None,
         learn_kappa=False,
         sampler="auto",
         sample_in_inference=False,
@@ -111,15 +133,23 @@ class VonMisesFisher(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(autocast=False, **kwargs)
-        kappa = validation.positive_float("kappa", kappa)
+        self.per_example = kappa is None
+        kappa = None if self.per_example else validation.positive_float("kappa", kappa)
         validation.choice("sampler", sampler, SAMPLERS)
         learn_kappa = validation.strict_bool("learn_kappa", learn_kappa)
-        if sampler == "table" and learn_kappa:
+        if learn_kappa and self.per_example:
+            raise ValueError(
+                "learn_kappa=True learns one kappa; with kappa=None each example's kappa is "
+                "an input (learned by the layer that predicts it). Received: kappa=None, "
+                "learn_kappa=True"
+            )
+        if sampler == "table" and (learn_kappa or self.per_example):
             raise ValueError(
                 "The 'table' sampler is built for one fixed kappa; use sampler='wood' "
-                f"(or 'auto') with learn_kappa=True. Received: sampler={sampler!r}"
+                f"(or 'auto') with learn_kappa=True or kappa=None. Received: sampler={sampler!r}, "
+                f"kappa={kappa}, learn_kappa={learn_kappa}"
             )
-        self.kappa = float(kappa)
+        self.kappa = kappa
         self.learn_kappa = bool(learn_kappa)
         self.sampler = sampler
         self.sample_in_inference = validation.strict_bool("sample_in_inference", sample_in_inference)
@@ -134,16 +164,35 @@ class VonMisesFisher(keras.layers.Layer):
             return self.sampler
         if self.dim == 3:
             return "closed_form"
-        return "wood" if self.learn_kappa else "table"
+        return "wood" if self.learn_kappa or self.per_example else "table"
+
+    def _split(self, inputs):
+        """(mean direction, kappa input or None) from the call's inputs (or their shapes)."""
+        pair = isinstance(inputs, (list, tuple)) and len(inputs) == 2 and not isinstance(
+            inputs[0], (int, type(None)))
+        if pair != self.per_example:
+            wanted = ("the list [mean_direction, kappa]" if self.per_example
+                      else "the mean direction alone (kappa is the layer's)")
+            raise ValueError(
+                f"VonMisesFisher(kappa={self.kappa}) takes {wanted}. Received: "
+                + ("one input" if self.per_example
+                   else "a list of 2 inputs; pass kappa=None for a kappa per example")
+            )
+        return tuple(inputs) if pair else (inputs, None)
 
     def build(self, input_shape):
-        d = input_shape[-1]
+        mu_shape, kappa_shape = self._split(input_shape)
+        mu_shape = tuple(mu_shape)
+        d = mu_shape[-1] if mu_shape else None
         if d is None or d < 2:
             raise ValueError(
                 f"VonMisesFisher needs a known last dimension d >= 2. Received: input_shape={input_shape}"
             )
         self.dim = int(d)
         self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: self.dim})
+        if self.per_example:
+            self._check_kappa_shape(kappa_shape, mu_shape)
+            self.input_spec = [self.input_spec, None]  # kappa: checked in call, named
         if self.sampler == "closed_form" and self.dim != 3:
             raise ValueError(
                 "sampler='closed_form' is the inverse CDF of d = 3 only; use 'auto', "
@@ -168,15 +217,36 @@ class VonMisesFisher(keras.layers.Layer):
                 autocast=False,  # float64 quantiles on every call path (never cast to float16)
             )
 
-    def current_kappa(self):
-        """kappa now, as a float64 tensor (float32 on JAX without x64 mode)."""
+    @staticmethod
+    def _check_kappa_shape(kappa_shape, mu_shape):
+        kappa_shape, batch = tuple(kappa_shape), tuple(mu_shape)[:-1]
+        head, tail = kappa_shape[:len(batch)], kappa_shape[len(batch):]
+        fits = len(head) == len(batch) and tail in ((), (1,), (None,)) and all(
+            a is None or b is None or a == b for a, b in zip(head, batch, strict=True))
+        if not fits:
+            raise ValueError(
+                "VonMisesFisher's kappa input has one value per example: the mean direction's "
+                f"shape without its last axis, {batch}, or that with a trailing 1. Received: "
+                f"kappa with shape {kappa_shape} for a mean direction of shape {tuple(mu_shape)}"
+            )
+
+    def current_kappa(self, kappa=None):
+        """kappa now, as a float64 tensor (float32 on JAX without x64 mode): the layer's,
+        or for a layer with `kappa=None` the given per-example `kappa`, checked positive
+        and finite (a `ValueError` naming `kappa` otherwise), same shape."""
+        if self.per_example:
+            if kappa is None:
+                raise ValueError("VonMisesFisher(kappa=None) has no kappa of its own: pass the "
+                                 "per-example kappa. Received: kappa=None")
+            return vmf._checked_kappa(kappa)
         if self.learn_kappa:
             return ops.exp(ops.cast(self.log_kappa, vmf._wide_dtype()))
         return vmf._as_f64(self.kappa)
 
-    def kl_divergence(self):
-        """KL(vMF(mu, kappa) || uniform on S^{d-1}), float64 scalar."""
-        return vmf.vmf_kl_to_uniform(self.dim, self.current_kappa())
+    def kl_divergence(self, kappa=None):
+        """KL(vMF(mu, kappa) || uniform on S^{d-1}), float64: a scalar, or for a layer
+        with `kappa=None` one per entry of the given `kappa`."""
+        return vmf._kl_to_uniform(self.dim, self.current_kappa(kappa))
 
     def mean_direction(self, inputs):
         """Unit vectors along the inputs (float32).
@@ -194,8 +264,9 @@ class VonMisesFisher(keras.layers.Layer):
         """
         return ops.cast(vmf._unit_rows(inputs), "float32")
 
-    def sample(self, mu):
-        """A vMF sample around unit vectors `mu` (float32).
+    def sample(self, mu, kappa=None):
+        """A vMF sample around unit vectors `mu` (float32), with the layer's kappa or
+        (`kappa=None` layers) the per-example `kappa` of shape `mu.shape[:-1]`.
 
         w and 1 - w are drawn in float64 (one scalar per sample; 1 - w is
         ~1/kappa small for large kappa), the sphere part in float32 (d = 3:
@@ -207,12 +278,12 @@ class VonMisesFisher(keras.layers.Layer):
         sampler = self._resolved_sampler()
         w, one_minus_w = vmf._sample_w(
             self.dim,
-            self.current_kappa(),
+            self.current_kappa(kappa),
             shape,
             s_w,
             sampler=sampler,
             table=self.inverse_cdf if sampler == "table" else None,
-            reparameterize_kappa=self.learn_kappa,
+            reparameterize_kappa=self.learn_kappa or self.per_example,
         )
         # d = 2, 4: noise nearly along mu is likely enough (P(angle < s) ~ s^(d-1)) that
         # float32 would leave |z| - 1 ~ 1e-5 in big batches; float64 is free there.
@@ -231,17 +302,25 @@ class VonMisesFisher(keras.layers.Layer):
         return ops.cast(z, "float32")
 
     def call(self, inputs, training=None):
+        inputs, kappa = self._split(inputs)
         mu = self.mean_direction(inputs)
+        if self.per_example:
+            self._check_kappa_shape(kappa.shape, inputs.shape)
+            if len(kappa.shape) == len(inputs.shape):  # (batch, 1) -> (batch,)
+                kappa = ops.squeeze(kappa, -1)
+            kappa = self.current_kappa(kappa)  # checked here: in inference too
         if training:
-            kl = ops.cast(self.kl_divergence(), "float32")
+            kl = ops.cast(self.kl_divergence(kappa), "float32")
+            if self.per_example:  # the batch mean; 0 for an empty batch, as Keras's losses
+                kl = ops.sum(kl) / ops.maximum(ops.cast(ops.size(kl), "float32"), 1.0)
             self.add_loss(kl)
             if self.kl_metric is not None:
                 self.kl_metric.update_state(kl)
-        out = self.sample(mu) if training or self.sample_in_inference else mu
+        out = self.sample(mu, kappa) if training or self.sample_in_inference else mu
         return ops.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return tuple(self._split(input_shape)[0])
 
     def get_config(self):
         return {

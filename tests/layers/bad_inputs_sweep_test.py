@@ -58,12 +58,12 @@ class Case:
     sequence: bool = False  # (batch, sequence, channels) with a padding mask
     length_zero: str = "result"  # or "refused"
     reference: Callable[[np.ndarray], np.ndarray] | None = None
-    pair: bool = False  # called on [x, x / 2]
+    inputs: Callable[[Any], Any] = lambda x: x  # the layer's inputs made from x  # noqa: E731
     rank: str = "min2"  # or "any" (element-wise) or "exactly3"
     width_fixed: bool = True  # another last dimension after build is refused
 
     def call(self, layer, x, **kwargs):
-        return layer([x, x / 2] if self.pair else x, **kwargs)
+        return layer(self.inputs(x), **kwargs)
 
     def __str__(self):
         return self.name
@@ -92,13 +92,15 @@ CASES = [
     Case("SmoothActivation_step", lambda: L.SmoothActivation(fn="step", sigma=0.5), X2,
          reference=lambda x: np.where(np.isinf(x), (x > 0).astype(float), np.nan),
          **ELEMENTWISE),
-    Case("SmoothMax", lambda: L.SmoothMax(sigma=0.5), X2, pair=True,  # max(x, x / 2)
+    Case("SmoothMax", lambda: L.SmoothMax(sigma=0.5), X2, inputs=lambda x: [x, x / 2],
          reference=lambda x: np.where(np.isinf(x), x, np.nan), **ELEMENTWISE),
     Case("RandomProjection", lambda: L.RandomProjection(4, seed=0), X2),
     Case("RandomProjection_sparse", lambda: L.RandomProjection(4, kind="sparse", seed=0), X2),
     Case("SimHash", lambda: L.SimHash(num_bits=4, seed=0), X2, nonfinite="raises"),
     Case("WhiteningLayer", _whitening, X2),
     Case("VonMisesFisher", lambda: L.VonMisesFisher(kappa=10.0, seed=0), X2),
+    Case("VonMisesFisher_per_example", lambda: L.VonMisesFisher(kappa=None, seed=0), X2,
+         inputs=lambda x: [x, 5.0 + abs(x[..., 0])]),  # kappa rows: the layer's own test
     Case("MaskedMeanPooling", L.MaskedMeanPooling, X3, sequence=True, rank="exactly3",
          width_fixed=False),
     Case("PromptEncoder", lambda: L.PromptEncoder(2, C, seed=0), X3, rank="exactly3"),

@@ -1,3 +1,5 @@
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -5,24 +7,40 @@ import pytest
 from keras_space.layers import VonMisesFisher
 from keras_space.ops import vmf_kl_to_uniform, vmf_mean_resultant_length
 from keras_space.testing import run_layer_contract
-from tests.backend import BACKEND, numpy, value_and_variable_grads
+from tests.backend import (
+    BACKEND,
+    compiled,
+    numpy,
+    runtime_errors,
+    value_and_variable_grads,
+)
 from tests.backend import grad as grad_of
+from tests.ops.vmf_test import (
+    exact_cdf,
+    inverse_cdf_reference,
+    ref_a,
+    ref_a_prime,
+    ref_kl,
+)
 
 pytestmark = pytest.mark.all_backends  # also run by the JAX session (conftest.py)
 
 X = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+KAPPAS = np.array([1e-3, 0.5, 1.99, 2.01, 10.0, 300.0, 1e4, 1e5], "float32")  # one per row
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, data",
     [
-        {"kappa": 20.0, "seed": 1},
-        {"kappa": 5.0, "learn_kappa": True, "seed": 2},
-        {"kappa": 50.0, "sampler": "wood", "seed": 3},
+        ({"kappa": 20.0, "seed": 1}, X),
+        ({"kappa": 5.0, "learn_kappa": True, "seed": 2}, X),
+        ({"kappa": 50.0, "sampler": "wood", "seed": 3}, X),
+        ({"kappa": None, "seed": 4}, [X, KAPPAS[:, None]]),
     ],
+    ids=["table", "learned", "wood", "per_example"],
 )
-def test_layer_contract(kwargs, saved_model_once):
-    run_layer_contract(VonMisesFisher, kwargs, input_data=X, expected_output_shape=(8, 5),
+def test_layer_contract(kwargs, data, saved_model_once):
+    run_layer_contract(VonMisesFisher, kwargs, input_data=data, expected_output_shape=(8, 5),
                        run_saved_model=saved_model_once)
 
 
@@ -127,6 +145,45 @@ def test_bad_arguments():
         VonMisesFisher(kappa=1.0)(np.ones((2, 1), "float32"))
     with pytest.raises(ValueError, match=r"sampler='closed_form'.*\(2, 4\)"):
         VonMisesFisher(kappa=1.0, sampler="closed_form")(np.ones((2, 4), "float32"))
+    with pytest.raises(ValueError, match="kappa=None, learn_kappa=True"):
+        VonMisesFisher(kappa=None, learn_kappa=True)
+    with pytest.raises(ValueError, match="sampler='table', kappa=None"):
+        VonMisesFisher(kappa=None, sampler="table")
+    with pytest.raises(ValueError, match=r"kappa=1.0\) takes the mean direction alone.*list of 2 inputs"):
+        VonMisesFisher(kappa=1.0)([X, KAPPAS])
+
+
+def _kappa_rows(error, match):
+    """Bad per-example kappas for a (8, 5) mean direction: (value, error, message)."""
+    bad_values = [np.where(np.arange(8) == 3, v, KAPPAS).astype("float32")
+                  for v in (np.nan, np.inf, -np.inf, 0.0, -1.0)]
+    shapes = [KAPPAS[:3], np.ones((8, 2), "float32"), np.ones((8, 1, 1), "float32"),
+              np.float32(2.0)]
+    return ([(k, error, match) for k in bad_values]
+            + [(k, ValueError, r"kappa input has one value per example.*\(8,\).*Received: kappa "
+                + re.escape(f"with shape {k.shape}")) for k in shapes])
+
+
+@pytest.mark.parametrize("how", ["eager", "compiled"])
+def test_per_example_kappa_bad_inputs_are_named(how):
+    layer = VonMisesFisher(kappa=None, seed=0)
+    layer([X, KAPPAS])
+    for training in (False, True):  # checked in inference too: a broken kappa head shows
+        call = lambda x, k, training=training: layer([x, k], training=training)  # noqa: E731
+        if how == "compiled":  # one trace for every bad value; shapes are refused when traced
+            call = compiled(call)
+        for kappa, error, match in _kappa_rows(
+                ValueError if how == "eager" else runtime_errors(), "`kappa` must hold positive"):
+            if how == "compiled" and error is ValueError:
+                continue
+            with pytest.raises(error, match=match):
+                call(X, kappa)
+    with pytest.raises(ValueError, match="expects 2 input"):
+        layer(X)
+    with pytest.raises(ValueError, match=r"the list \[mean_direction, kappa\].*one input"):
+        VonMisesFisher(kappa=None)(X)
+    with pytest.raises(ValueError, match="no kappa of its own"):
+        layer.kl_divergence()
 
 
 @pytest.mark.parametrize("learn_kappa", [False, True])
@@ -219,3 +276,54 @@ def test_vmf_table_stays_float64_under_autocast():
     layer(np.ones((2, 5), "float32"))  # d = 3 has no table (closed form)
     with AutocastScope("float16"):
         assert keras.ops.convert_to_tensor(layer.inverse_cdf).dtype == "float64"
+
+
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+@pytest.mark.parametrize("d", [3, 16])  # the closed form's autodiff, Wood's implicit gradient
+def test_per_example_kappa_kl_and_sample_gradient_per_row(d):
+    """Each row's KL against mpmath (the layer's loss is their mean); each row's
+    sample w_i = <z_i, mu_i> moves with its own kappa_i, at the rate of the
+    exact inverse CDF at that sample's CDF value (finite differences of scipy's
+    quadrature and root finding, independent of the layer)."""
+    rng = np.random.default_rng(d)
+    kappas = np.array([0.5, 5.0, 50.0, 500.0])
+    mu = rng.normal(size=(4, d)).astype("float32")
+    unit = mu / np.linalg.norm(mu, axis=1, keepdims=True)
+    layers = []
+
+    def w_of(k):  # a fresh layer each time: the same seed, the same sample
+        layers.append(VonMisesFisher(kappa=None, seed=7))
+        return keras.ops.sum(layers[-1]([mu, k], training=True) * unit, axis=-1)
+
+    w = numpy(w_of(kappas)).astype("float64")
+    layer = layers[0]
+    np.testing.assert_allclose(float(layer.losses[-1]), np.mean([ref_kl(d, k) for k in kappas]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(numpy(layer.kl_divergence(KAPPAS)), [ref_kl(d, k) for k in KAPPAS],
+                               rtol=1e-9)
+    (g,) = grad_of(w_of, kappas)  # d(sum_i w_i)/dkappa_j: row j's own derivative alone,
+    for i, k in enumerate(kappas):  # or it would not match the reference of w_j alone
+        u = exact_cdf(d, k)(w[i])[0]
+        h = 1e-4 * k
+        fd = (inverse_cdf_reference(d, k + h, u) - inverse_cdf_reference(d, k - h, u)) / (2 * h)
+        # w_i is float32 (its CDF value is off by p(w) * 6e-8): the derivative at that
+        # u differs by d^2w/(du dk) * that, far below 1e-4 of it here
+        np.testing.assert_allclose(g[i], fd, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("d", [3, 16])
+def test_per_example_kappa_mean_and_gradient_match_mpmath(d):
+    """Rows with different kappas in one batch: each group's E[w] is A_d(kappa) and its
+    mean sample gradient is A_d'(kappa) (mpmath), within 3 standard errors."""
+    n = 6000
+    kappas = np.repeat([0.3, 4.0, 100.0], n)
+    mu = np.tile(np.eye(d, dtype="float32")[:1], (len(kappas), 1))
+    layer = VonMisesFisher(kappa=None, seed=11)
+    w_sum = lambda k: keras.ops.sum(layer([mu, k], training=True)[:, 0])  # noqa: E731
+    (g,) = grad_of(w_sum, kappas)
+    w = numpy(layer([mu, kappas], training=True))[:, 0]
+    for j, k in enumerate((0.3, 4.0, 100.0)):
+        rows = slice(j * n, (j + 1) * n)
+        for values, want in ((w[rows], ref_a(d, k)), (g[rows], float(ref_a_prime(d, k)))):
+            se = values.std() / np.sqrt(n)
+            assert abs(values.mean() - want) < 3 * se + 1e-7, (d, k, values.mean(), want, se)
