@@ -5,6 +5,7 @@ from keras_space.layers.fnet_block import FNetBlock
 from keras_space.layers.gmlp_block import GMLPBlock
 from keras_space.layers.masked_mean_pooling import MaskedMeanPooling
 from keras_space.layers.mlp_mixer_block import MLPMixerBlock
+from keras_space.layers.power_spherical import PowerSpherical
 from keras_space.layers.prompt_encoder import PromptEncoder
 from keras_space.layers.random_projection import RandomProjection
 from keras_space.layers.res_mlp_block import ResMLPBlock

@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
+from keras_space.layers._spherical_latent import SphericalLatent
 from keras_space.ops import _dtype_safe as safe
 from keras_space.ops import _stateless_random as rnd
 from keras_space.ops import vmf
@@ -19,7 +20,7 @@ SAMPLERS = ("auto", "closed_form", "table", "wood")
 
 
 @keras_space_export("keras_space.layers.VonMisesFisher")
-class VonMisesFisher(keras.layers.Layer):
+class VonMisesFisher(SphericalLatent):
     """von Mises-Fisher latent: mean direction in, sample on the sphere out.
 
     kappa is one number (fixed, or learned with `learn_kappa=True`) or, with
@@ -132,32 +133,16 @@ class VonMisesFisher(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(autocast=False, **kwargs)
-        self.per_example = kappa is None
-        kappa = None if self.per_example else validation.positive_float("kappa", kappa)
+        super().__init__(kappa=kappa, learn_kappa=learn_kappa,
+                         sample_in_inference=sample_in_inference, seed=seed, **kwargs)
         validation.choice("sampler", sampler, SAMPLERS)
-        learn_kappa = validation.strict_bool("learn_kappa", learn_kappa)
-        if learn_kappa and self.per_example:
-            raise ValueError(
-                "learn_kappa=True learns one kappa; with kappa=None each example's kappa is "
-                "an input (learned by the layer that predicts it). Received: kappa=None, "
-                "learn_kappa=True"
-            )
-        if sampler == "table" and (learn_kappa or self.per_example):
+        if sampler == "table" and (self.learn_kappa or self.per_example):
             raise ValueError(
                 "The 'table' sampler is built for one fixed kappa; use sampler='wood' "
                 f"(or 'auto') with learn_kappa=True or kappa=None. Received: sampler={sampler!r}, "
-                f"kappa={kappa}, learn_kappa={learn_kappa}"
+                f"kappa={self.kappa}, learn_kappa={self.learn_kappa}"
             )
-        self.kappa = kappa
-        self.learn_kappa = bool(learn_kappa)
         self.sampler = sampler
-        self.sample_in_inference = validation.strict_bool("sample_in_inference", sample_in_inference)
-        self.seed = validation.non_negative_int("seed", seed, allow_none=True)
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        # Keras's JAX trainer cannot update a metric owned by a layer (its stateless
-        # call maps weights and seeds only): no metric there rather than a false 0.
-        self.kl_metric = keras.metrics.Mean(name="kl") if keras.backend.backend() != "jax" else None
 
     def _resolved_sampler(self):
         if self.sampler != "auto":
@@ -166,45 +151,12 @@ class VonMisesFisher(keras.layers.Layer):
             return "closed_form"
         return "wood" if self.learn_kappa or self.per_example else "table"
 
-    def _split(self, inputs):
-        """(mean direction, kappa input or None) from the call's inputs (or their shapes)."""
-        pair = isinstance(inputs, (list, tuple)) and len(inputs) == 2 and not isinstance(
-            inputs[0], (int, type(None)))
-        if pair != self.per_example:
-            wanted = ("the list [mean_direction, kappa]" if self.per_example
-                      else "the mean direction alone (kappa is the layer's)")
-            raise ValueError(
-                f"VonMisesFisher(kappa={self.kappa}) takes {wanted}. Received: "
-                + ("one input" if self.per_example
-                   else "a list of 2 inputs; pass kappa=None for a kappa per example")
-            )
-        return tuple(inputs) if pair else (inputs, None)
-
     def build(self, input_shape):
-        mu_shape, kappa_shape = self._split(input_shape)
-        mu_shape = tuple(mu_shape)
-        d = mu_shape[-1] if mu_shape else None
-        if d is None or d < 2:
-            raise ValueError(
-                f"VonMisesFisher needs a known last dimension d >= 2. Received: input_shape={input_shape}"
-            )
-        self.dim = int(d)
-        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: self.dim})
-        if self.per_example:
-            self._check_kappa_shape(kappa_shape, mu_shape)
-            self.input_spec = [self.input_spec, None]  # kappa: checked in call, named
+        super().build(input_shape)
         if self.sampler == "closed_form" and self.dim != 3:
             raise ValueError(
                 "sampler='closed_form' is the inverse CDF of d = 3 only; use 'auto', "
                 f"'table' or 'wood'. Received: sampler='closed_form' with input_shape={input_shape}"
-            )
-        if self.learn_kappa:
-            self.log_kappa = self.add_weight(
-                name="log_kappa",
-                shape=(),
-                initializer=keras.initializers.Constant(math.log(self.kappa)),
-                trainable=True,
-                dtype="float32",
             )
         if self._resolved_sampler() == "table":
             table = vmf._inverse_cdf_table(self.dim, self.kappa)
@@ -217,68 +169,20 @@ class VonMisesFisher(keras.layers.Layer):
                 autocast=False,  # float64 quantiles on every call path (never cast to float16)
             )
 
-    @staticmethod
-    def _check_kappa_shape(kappa_shape, mu_shape):
-        kappa_shape, batch = tuple(kappa_shape), tuple(mu_shape)[:-1]
-        head, tail = kappa_shape[:len(batch)], kappa_shape[len(batch):]
-        fits = len(head) == len(batch) and tail in ((), (1,), (None,)) and all(
-            a is None or b is None or a == b for a, b in zip(head, batch, strict=True))
-        if not fits:
-            raise ValueError(
-                "VonMisesFisher's kappa input has one value per example: the mean direction's "
-                f"shape without its last axis, {batch}, or that with a trailing 1. Received: "
-                f"kappa with shape {kappa_shape} for a mean direction of shape {tuple(mu_shape)}"
-            )
+    def _kl(self, kappa):
+        return vmf._kl_to_uniform(self.dim, kappa)
 
-    def current_kappa(self, kappa=None):
-        """kappa now, as a float64 tensor (float32 on JAX without x64 mode): the layer's,
-        or for a layer with `kappa=None` the given per-example `kappa`, checked positive
-        and finite (a `ValueError` naming `kappa` otherwise), same shape."""
-        if self.per_example:
-            if kappa is None:
-                raise ValueError("VonMisesFisher(kappa=None) has no kappa of its own: pass the "
-                                 "per-example kappa. Received: kappa=None")
-            return vmf._checked_kappa(kappa)
-        if self.learn_kappa:
-            return ops.exp(ops.cast(self.log_kappa, vmf._wide_dtype()))
-        return vmf._as_f64(self.kappa)
-
-    def kl_divergence(self, kappa=None):
-        """KL(vMF(mu, kappa) || uniform on S^{d-1}), float64: a scalar, or for a layer
-        with `kappa=None` one per entry of the given `kappa`."""
-        return vmf._kl_to_uniform(self.dim, self.current_kappa(kappa))
-
-    def mean_direction(self, inputs):
-        """Unit vectors along the inputs (float32).
-
-        Divided by the largest |entry| first, so 1e30-sized and 1e-30-sized
-        vectors (float64 inputs are normalised in float64) give their unit
-        vector; exact zero vectors map to e_1; a NaN or inf entry makes the
-        row NaN (a non-finite input never becomes a valid direction). When
-        every row's squared norm is a normal finite number (the usual batch)
-        the rescaling is skipped: x / |x| in three passes instead of ten.
-
-        Gradients are finite for every finite row: zero at an exact zero row
-        (its direction e_1 is a constant), (I - u u^T) / |x| elsewhere, however
-        small |x| is; neither route's unselected value leaks a NaN into them.
-        """
-        return ops.cast(vmf._unit_rows(inputs), "float32")
-
-    def sample(self, mu, kappa=None):
-        """A vMF sample around unit vectors `mu` (float32), with the layer's kappa or
-        (`kappa=None` layers) the per-example `kappa` of shape `mu.shape[:-1]`.
-
-        w and 1 - w are drawn in float64 (one scalar per sample; 1 - w is
+    def _draw(self, mu, kappa, seed):
+        """w and 1 - w are drawn in float64 (one scalar per sample; 1 - w is
         ~1/kappa small for large kappa), the sphere part in float32 (d = 3:
         one uniform angle in an orthonormal basis around mu; d = 2 and 4:
-        float64).
-        """
-        s_w, s_noise = rnd.split(rnd.seed_tensor(self.seed_generator), 2)
+        float64)."""
+        s_w, s_noise = rnd.split(seed, 2)
         shape = ops.shape(mu)[:-1]
         sampler = self._resolved_sampler()
         w, one_minus_w = vmf._sample_w(
             self.dim,
-            self.current_kappa(kappa),
+            kappa,
             shape,
             s_w,
             sampler=sampler,
@@ -295,39 +199,9 @@ class VonMisesFisher(keras.layers.Layer):
         w, one_minus_w = ops.cast(w, work), ops.cast(one_minus_w, work)
         if self.dim == 3:
             angle = rnd.uniform(shape, s_noise, "float32", maxval=2.0 * math.pi)
-            z = vmf._sample_on_sphere_3d(mu, w, one_minus_w, angle)
-        else:
-            noise = rnd.normal(ops.shape(mu), s_noise, work)
-            z = vmf._sample_on_sphere(mu, w, one_minus_w, noise)
-        return ops.cast(z, "float32")
-
-    def call(self, inputs, training=None):
-        inputs, kappa = self._split(inputs)
-        mu = self.mean_direction(inputs)
-        if self.per_example:
-            self._check_kappa_shape(kappa.shape, inputs.shape)
-            if len(kappa.shape) == len(inputs.shape):  # (batch, 1) -> (batch,)
-                kappa = ops.squeeze(kappa, -1)
-            kappa = self.current_kappa(kappa)  # checked here: in inference too
-        if training:
-            kl = ops.cast(self.kl_divergence(kappa), "float32")
-            if self.per_example:  # the batch mean; 0 for an empty batch, as Keras's losses
-                kl = ops.sum(kl) / ops.maximum(ops.cast(ops.size(kl), "float32"), 1.0)
-            self.add_loss(kl)
-            if self.kl_metric is not None:
-                self.kl_metric.update_state(kl)
-        out = self.sample(mu, kappa) if training or self.sample_in_inference else mu
-        return ops.cast(out, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(self._split(input_shape)[0])
+            return vmf._sample_on_sphere_3d(mu, w, one_minus_w, angle)
+        noise = rnd.normal(ops.shape(mu), s_noise, work)
+        return vmf._sample_on_sphere(mu, w, one_minus_w, noise)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "kappa": self.kappa,
-            "learn_kappa": self.learn_kappa,
-            "sampler": self.sampler,
-            "sample_in_inference": self.sample_in_inference,
-            "seed": self.seed,
-        }
+        return {**super().get_config(), "sampler": self.sampler}

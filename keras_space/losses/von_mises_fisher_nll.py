@@ -5,7 +5,6 @@ from keras import ops
 
 from keras_space.api_export import keras_space_export
 from keras_space.ops import vmf
-from keras_space.utils import validation
 
 
 @keras_space_export("keras_space.losses.VonMisesFisherNLL")
@@ -65,18 +64,10 @@ class VonMisesFisherNLL(keras.losses.Loss):
             raise ValueError(
                 "VonMisesFisherNLL needs d >= 2 and y_pred of width d + 1 (the mean direction, "
                 f"then kappa). Received: y_true.shape={y_true.shape}, y_pred.shape={y_pred.shape}")
-        wide = vmf._wide_dtype()
-        x = _directions("y_true", ops.cast(y_true, wide))
-        mu = _directions("y_pred[:, :d]", ops.cast(y_pred[:, :d], wide))
+        x = vmf._checked_directions("y_true", y_true)
+        mu = vmf._checked_directions("y_pred[:, :d]", y_pred[:, :d])
         kappa = vmf._checked_kappa(y_pred[:, d])
         half_squared_distance = 0.5 * ops.sum(ops.square(x - mu), axis=-1)  # 1 - <x, mu>
         return ops.cast(kappa * half_squared_distance - vmf._log_normalizer_plus_kappa(d, kappa),
                         self.dtype)
 
-
-def _directions(name, rows):
-    """The unit vectors along `rows` (wide dtype), refused if a row is zero or not finite."""
-    finite = ops.all(ops.isfinite(rows), axis=-1)
-    non_zero = ops.any(ops.not_equal(rows, 0.0), axis=-1)
-    rows = validation.holds(name, rows, ops.logical_and(finite, non_zero), "finite non-zero rows")
-    return vmf._unit_rows(rows)

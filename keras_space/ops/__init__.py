@@ -6,6 +6,10 @@ from keras_space.ops.jl import (
     jl_min_dim,
     min_embedding_dim,
 )
+from keras_space.ops.power_spherical import (
+    power_spherical_kl_to_uniform,
+    power_spherical_log_prob,
+)
 from keras_space.ops.randomized_svd import randomized_svd
 from keras_space.ops.vmf import (
     vmf_kl_to_uniform,

@@ -38,7 +38,7 @@ import numpy as np
 from keras import ops
 
 from keras_space.api_export import keras_space_export
-from keras_space.ops import _bessel
+from keras_space.ops import _bessel, _special
 from keras_space.ops import _dtype_safe as safe
 from keras_space.ops import _stateless_random as rnd
 from keras_space.utils import validation
@@ -94,11 +94,6 @@ def _checked_kappa(kappa):
 
 def _check_dim(d):
     return validation.positive_int("d", d, minimum=2)
-
-
-def _log_sphere_area(d):
-    """log of the surface area of S^{d-1}: log 2 + (d/2) log pi - lgamma(d/2)."""
-    return math.log(2.0) + 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d)
 
 
 def _with_derivative(value_fn, derivative_fn):
@@ -260,7 +255,7 @@ def _kl_to_uniform(d, k):
         return _by_size(
             k,
             lambda k: k * a - ops.log1p(_hyp0f1_tail(v + 1.0, _series_argument(k))),
-            lambda k: k * a + _log_normalizer(d, k) + _log_sphere_area(d),
+            lambda k: k * a + _log_normalizer(d, k) + _special.log_sphere_area(d),
         )
 
     def derivative(k):
@@ -289,6 +284,15 @@ def _unit_rows(inputs):
         return ops.where(plain, direct(), _rescaled_direction(x))
 
     return ops.cond(ops.all(plain), direct, mixed)
+
+
+def _checked_directions(name, rows):
+    """The unit vectors along `rows` (wide dtype), refused if a row is zero or not finite."""
+    rows = _as_f64(rows)
+    finite = ops.all(ops.isfinite(rows), axis=-1)
+    non_zero = ops.any(ops.not_equal(rows, 0.0), axis=-1)
+    rows = validation.holds(name, rows, ops.logical_and(finite, non_zero), "finite non-zero rows")
+    return _unit_rows(rows)
 
 
 def _rescaled_direction(x):
@@ -516,22 +520,29 @@ def _sample_w(d, kappa, shape, seed, sampler=None, table=None, reparameterize_ka
     if not reparameterize_kappa:
         return w, one_minus_w
     k = ops.broadcast_to(_as_f64(kappa), ops.shape(w))
+    w_rep = _pathwise(w, k, lambda w, k: _dw_dkappa(w, d, k))
+    # 1 - w moves by -dw: same gradient path, no cancellation in the value.
+    one_minus_w_rep = one_minus_w - (w_rep - ops.stop_gradient(w_rep))
+    return w_rep, one_minus_w_rep
+
+
+def _pathwise(value, param, derivative):
+    """`value` (a draw, no gradient of its own) with gradient `derivative(value, param)`
+    in `param` (same shape): an implicit reparameterisation gradient attached. (The
+    value goes in as an argument: a closed-over tracer leaks out of JAX's jit.)"""
 
     @ops.custom_gradient
-    def attach(kappa_in):
-        grad_w = _dw_dkappa(w, d, kappa_in)
+    def attach(value_in, param_in):
+        slope = derivative(value_in, param_in)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            return upstream * grad_w
+            return ops.zeros_like(value_in), upstream * slope
 
-        return w + ops.zeros_like(kappa_in), grad
+        return value_in + ops.zeros_like(param_in), grad
 
-    w_rep = attach(k)
-    # 1 - w moves by -dw: same gradient path, no cancellation in the value.
-    one_minus_w_rep = one_minus_w - (w_rep - ops.stop_gradient(w_rep))
-    return w_rep, one_minus_w_rep
+    return attach(ops.stop_gradient(value), param)
 
 
 def _sample_on_sphere(mu, w, one_minus_w, noise):

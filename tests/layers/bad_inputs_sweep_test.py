@@ -101,6 +101,9 @@ CASES = [
     Case("VonMisesFisher", lambda: L.VonMisesFisher(kappa=10.0, seed=0), X2),
     Case("VonMisesFisher_per_example", lambda: L.VonMisesFisher(kappa=None, seed=0), X2,
          inputs=lambda x: [x, 5.0 + abs(x[..., 0])]),  # kappa rows: the layer's own test
+    Case("PowerSpherical", lambda: L.PowerSpherical(kappa=10.0, seed=0), X2),
+    Case("PowerSpherical_per_example", lambda: L.PowerSpherical(kappa=None, seed=0), X2,
+         inputs=lambda x: [x, 5.0 + abs(x[..., 0])]),
     Case("MaskedMeanPooling", L.MaskedMeanPooling, X3, sequence=True, rank="exactly3",
          width_fixed=False),
     Case("PromptEncoder", lambda: L.PromptEncoder(2, C, seed=0), X3, rank="exactly3"),

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_space.layers import VonMisesFisher
+from keras_space.layers import PowerSpherical, VonMisesFisher
 from keras_space.ops import vmf_kl_to_uniform, vmf_mean_resultant_length
 from keras_space.testing import run_layer_contract
 from tests.backend import (
@@ -165,8 +165,9 @@ def _kappa_rows(error, match):
 
 
 @pytest.mark.parametrize("how", ["eager", "compiled"])
-def test_per_example_kappa_bad_inputs_are_named(how):
-    layer = VonMisesFisher(kappa=None, seed=0)
+@pytest.mark.parametrize("cls", [VonMisesFisher, PowerSpherical])
+def test_per_example_kappa_bad_inputs_are_named(cls, how):
+    layer = cls(kappa=None, seed=0)
     layer([X, KAPPAS])
     for training in (False, True):  # checked in inference too: a broken kappa head shows
         call = lambda x, k, training=training: layer([x, k], training=training)  # noqa: E731
@@ -181,7 +182,7 @@ def test_per_example_kappa_bad_inputs_are_named(how):
     with pytest.raises(ValueError, match="expects 2 input"):
         layer(X)
     with pytest.raises(ValueError, match=r"the list \[mean_direction, kappa\].*one input"):
-        VonMisesFisher(kappa=None)(X)
+        cls(kappa=None)(X)
     with pytest.raises(ValueError, match="no kappa of its own"):
         layer.kl_divergence()
 
