@@ -48,7 +48,7 @@ def vmf_vae():
         model, _ = build(5, kind, seed=0)
         out[f"step_{kind}"] = ms(lambda model=model: model.train_on_batch(x, x))
     model, _ = build(5, "vmf", seed=0)
-    layer = next(layer for layer in model.layers if layer.name.startswith("von_mises"))
+    layer = model.get_layer("latent")
     mu = tf.constant(np.random.default_rng(1).normal(size=(64, 5)).astype("float32"))
 
     @tf.function

@@ -18,6 +18,9 @@ from keras_space.utils import validation
 
 
 class SphericalLatent(keras.layers.Layer):
+    """A latent layer on the unit sphere (the module docstring says what is shared);
+    the public ones are `VonMisesFisher` and `PowerSpherical`."""
+
     def __init__(self, kappa=None, learn_kappa=False, sample_in_inference=False, seed=None,
                  **kwargs):
         super().__init__(autocast=False, **kwargs)

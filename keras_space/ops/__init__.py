@@ -1,4 +1,4 @@
-"""keras_space.ops: numerics with no weights (README: "Johnson–Lindenstrauss", "von Mises–Fisher latents")."""
+"""keras_space.ops: numerics with no weights (README: "Johnson–Lindenstrauss", "Spherical latents")."""
 
 from keras_space.ops.jl import (
     hamming_similarity,
