@@ -533,12 +533,10 @@ def _pathwise(value, param, derivative):
 
     @ops.custom_gradient
     def attach(value_in, param_in):
-        slope = derivative(value_in, param_in)
-
-        def grad(*args, upstream=None):
+        def grad(*args, upstream=None):  # the derivative only when a gradient is asked for
             if upstream is None:
                 (upstream,) = args
-            return ops.zeros_like(value_in), upstream * slope
+            return ops.zeros_like(value_in), upstream * derivative(value_in, param_in)
 
         return value_in + ops.zeros_like(param_in), grad
 
