@@ -3,7 +3,8 @@
 What they share: kappa fixed, learned (log kappa) or per example (a second input);
 the mean direction from any vector; the KL to the uniform sphere added with
 `add_loss` in training (and the `kl` metric, TensorFlow only); a sample in training
-(or with `sample_in_inference=True`), the mean direction otherwise. A subclass gives
+(or with `sample_in_inference=True`), the mean direction otherwise; padding of
+(batch, sequence, d) inputs (`padding_mask` or a Keras mask) never read. A subclass gives
 `_kl(kappa)` (wide dtype, kappa's shape) and `_draw(mu, kappa, seed)`.
 """
 
@@ -15,6 +16,7 @@ from keras import ops
 from keras_space.ops import _stateless_random as rnd
 from keras_space.ops import vmf
 from keras_space.utils import validation
+from keras_space.utils.masking import resolve_padding_mask
 
 
 class SphericalLatent(keras.layers.Layer):
@@ -24,6 +26,7 @@ class SphericalLatent(keras.layers.Layer):
     def __init__(self, kappa=None, learn_kappa=False, sample_in_inference=False, seed=None,
                  **kwargs):
         super().__init__(autocast=False, **kwargs)
+        self.supports_masking = True
         self.per_example = kappa is None
         kappa = None if self.per_example else validation.positive_float("kappa", kappa)
         learn_kappa = validation.strict_bool("learn_kappa", learn_kappa)
@@ -130,26 +133,54 @@ class SphericalLatent(keras.layers.Layer):
         return ops.cast(self._draw(mu, self.current_kappa(kappa),
                                    rnd.seed_tensor(self.seed_generator)), "float32")
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, padding_mask=None, mask=None):
         inputs, kappa = self._split(inputs)
-        mu = self.mean_direction(inputs)
         if self.per_example:
             self._check_kappa_shape(kappa.shape, inputs.shape)
             if len(kappa.shape) == len(inputs.shape):  # (batch, 1) -> (batch,)
                 kappa = ops.squeeze(kappa, -1)
+        real = self._real_positions(inputs, mask, padding_mask)
+        if real is not None:  # padded positions: garbage out before anything reads it
+            inputs = ops.where(ops.expand_dims(real, -1), inputs, ops.ones_like(inputs))
+            if self.per_example:
+                kappa = ops.where(real, kappa, ops.ones_like(kappa))
+        mu = self.mean_direction(inputs)
+        if self.per_example:
             kappa = self.current_kappa(kappa)  # checked here: in inference too
         if training:
             kl = ops.cast(self.kl_divergence(kappa), "float32")
-            if self.per_example:  # the batch mean; 0 for an empty batch, as Keras's losses
-                kl = ops.sum(kl) / ops.maximum(ops.cast(ops.size(kl), "float32"), 1.0)
+            if self.per_example:  # the mean over real positions; 0 if there are none
+                weight = ops.ones_like(kl) if real is None else ops.cast(real, "float32")
+                kl = ops.sum(kl * weight) / ops.maximum(ops.sum(weight), 1.0)
             self.add_loss(kl)
             if self.kl_metric is not None:
                 self.kl_metric.update_state(kl)
         out = self.sample(mu, kappa) if training or self.sample_in_inference else mu
+        if real is not None:
+            out = ops.where(ops.expand_dims(real, -1), out, ops.zeros_like(out))
         return ops.cast(out, self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
-        return tuple(self._split(input_shape)[0])
+    @staticmethod
+    def _real_positions(inputs, mask, padding_mask):
+        """The (batch, sequence) mask of a (batch, sequence, d) input (`padding_mask`
+        wins over a Keras mask), None without one. Other ranks have no sequence: a Keras
+        mask is not read there, a `padding_mask` is refused."""
+        if len(inputs.shape) != 3:
+            if padding_mask is not None:
+                raise ValueError("`padding_mask` is for (batch, sequence, d) inputs. Received: "
+                                 f"inputs of shape {tuple(inputs.shape)}")
+            return None
+        if padding_mask is None and mask is None:
+            return None
+        return resolve_padding_mask(mask, padding_mask, inputs)
+
+    def compute_mask(self, inputs, mask=None, padding_mask=None):
+        if padding_mask is not None:
+            return padding_mask
+        return mask[0] if isinstance(mask, (list, tuple)) else mask
+
+    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
+        return tuple(self._split(inputs_shape)[0])
 
     def get_config(self):
         return {

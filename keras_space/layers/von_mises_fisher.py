@@ -93,6 +93,11 @@ class VonMisesFisher(SphericalLatent):
             compiled step TensorFlow's `InvalidArgumentError` or JAX's runtime
             error with that message).
         training: sample (True) or return the mean direction (False).
+        padding_mask: for (batch, sequence, d) inputs, a (batch, sequence) boolean or
+            0/1 mask, True = real (a Keras mask arriving with the inputs works too; the
+            argument wins). Padded positions are not read (their mean direction and
+            kappa may hold anything, NaN included), output zeros, and are left out of
+            the per-example KL's mean; the output carries the mask on.
 
     Example:
 

@@ -104,6 +104,8 @@ CASES = [
     Case("PowerSpherical", lambda: L.PowerSpherical(kappa=10.0, seed=0), X2),
     Case("PowerSpherical_per_example", lambda: L.PowerSpherical(kappa=None, seed=0), X2,
          inputs=lambda x: [x, 5.0 + abs(x[..., 0])]),
+    Case("PowerSpherical_sequence", lambda: L.PowerSpherical(kappa=10.0, seed=0), X3,
+         sequence=True),  # per-token latents with padding (the mask code: the shared base)
     Case("MaskedMeanPooling", L.MaskedMeanPooling, X3, sequence=True, rank="exactly3",
          width_fixed=False),
     Case("PromptEncoder", lambda: L.PromptEncoder(2, C, seed=0), X3, rank="exactly3"),
@@ -163,7 +165,8 @@ def test_empty_batch_and_wrong_shapes(case):
             case.call(layer, wider)
     else:
         assert _np(case.call(layer, wider)).shape[-1] in (1, C + 1)
-    wrong_ranks = {"any": [], "min2": [case.x[0]], "exactly3": [case.x[0], case.x[..., None]]}
+    rank_one = case.x[(0,) * (case.x.ndim - 1)]
+    wrong_ranks = {"any": [], "min2": [rank_one], "exactly3": [case.x[0], case.x[..., None]]}
     for x in wrong_ranks[case.rank]:
         for target in (layer, case.make()):  # built, and built on the wrong rank
             with pytest.raises(ValueError, match=r"(?s)(ndim|expects).*" + re.escape(str(x.shape))):

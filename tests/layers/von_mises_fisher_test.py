@@ -15,6 +15,7 @@ from tests.backend import (
     value_and_variable_grads,
 )
 from tests.backend import grad as grad_of
+from tests.layers.power_spherical_test import kl_by_integration
 from tests.ops.vmf_test import (
     exact_cdf,
     inverse_cdf_reference,
@@ -328,3 +329,37 @@ def test_per_example_kappa_mean_and_gradient_match_mpmath(d):
         for values, want in ((w[rows], ref_a(d, k)), (g[rows], float(ref_a_prime(d, k)))):
             se = values.std() / np.sqrt(n)
             assert abs(values.mean() - want) < 3 * se + 1e-7, (d, k, values.mean(), want, se)
+
+
+@pytest.mark.parametrize("cls", [VonMisesFisher, PowerSpherical])
+def test_padded_positions_are_not_read(cls):
+    """(batch, sequence, d) latents with padding: NaN mean directions and kappas at padded
+    positions change nothing at real ones (outputs, the per-example KL: the mean over
+    real positions, against mpmath), padded outputs are 0, gradients stay finite; a
+    padding_mask on a (batch, d) input is refused."""
+    rng = np.random.default_rng(3)
+    mu = rng.normal(size=(2, 4, 5)).astype("float32")
+    kappa = rng.uniform(1.0, 50.0, size=(2, 4)).astype("float32")
+    mask = np.array([[True, True, False, False], [True, True, True, False]])
+    dirty_mu, dirty_kappa = mu.copy(), kappa.copy()
+    dirty_mu[~mask], dirty_kappa[~mask] = np.nan, np.nan
+    run_layer_contract(cls, {"kappa": None, "seed": 5}, input_data=[mu, kappa],
+                       expected_output_shape=(2, 4, 5), padding_mask=mask, run_saved_model=False,
+                       run_mixed_precision=False)
+    outs, kls = [], []
+    for m, k in ((mu, kappa), (dirty_mu, dirty_kappa)):
+        layer = cls(kappa=None, seed=5)
+        outs.append(numpy(layer([m, k], training=True, padding_mask=mask)))
+        kls.append(float(layer.losses[-1]))
+    np.testing.assert_array_equal(outs[1], outs[0])
+    np.testing.assert_array_equal(outs[1][~mask], 0.0)
+    np.testing.assert_allclose(np.linalg.norm(outs[1][mask], axis=-1), 1.0, rtol=1e-6)
+    ref = ref_kl if cls is VonMisesFisher else kl_by_integration
+    np.testing.assert_allclose(kls[1], np.mean([ref(5, float(k)) for k in kappa[mask]]), rtol=1e-6)
+    layer = cls(kappa=None, seed=5)
+    (g_mu, g_kappa) = grad_of(lambda m, k: layer([m, k], training=True, padding_mask=mask),
+                              keras.ops.convert_to_tensor(dirty_mu), keras.ops.convert_to_tensor(dirty_kappa))
+    assert np.all(np.isfinite(g_mu)) and np.all(np.isfinite(g_kappa))
+    assert np.all(g_mu[~mask] == 0) and np.all(g_kappa[~mask] == 0)
+    with pytest.raises(ValueError, match=r"padding_mask.*\(batch, sequence, d\).*\(8, 5\)"):
+        cls(kappa=10.0)(X, padding_mask=np.ones(8, bool))
