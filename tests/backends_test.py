@@ -66,8 +66,9 @@ def test_every_public_object_names_its_backends():
 def test_on_jax_import_needs_no_tensorflow_and_vmf_without_x64_runs_in_float32():
     """One fresh JAX process without x64 mode: `import keras_space` imports neither
     TensorFlow nor TensorFlow Probability; then the vMF numerics (and the vMF likelihood
-    at kappa = 1e5) run in float32: finite, accurate to float32, and the layer fits (with a learned kappa through the implicit
-    gradient). (Run by the TensorFlow session: the JAX session would start the same
+    at kappa = 1e5, and the Power Spherical KL and log-density) run in float32: finite,
+    accurate to float32, and the layers fit (a learned kappa through the implicit gradient,
+    a per-example one). (Run by the TensorFlow session: the JAX session would start the same
     process again.)"""
     if keras.backend.backend() == "jax":
         pytest.skip("the TensorFlow session runs it (it starts its own JAX process)")
@@ -89,6 +90,15 @@ def test_on_jax_import_needs_no_tensorflow_and_vmf_without_x64_runs_in_float32()
             model.compile("adam", "mse")
             loss = model.fit(np.random.rand(32, d), np.random.rand(32, 1), verbose=0).history["loss"]
             print(np.isfinite(loss).all())
+        from keras_space.layers import PowerSpherical
+        from keras_space.ops import power_spherical_kl_to_uniform, power_spherical_log_prob
+        print(float(power_spherical_kl_to_uniform(16, 1e-2)), float(power_spherical_kl_to_uniform(768, 1e3)),
+              float(power_spherical_log_prob([[0.0, 0.0, 1.0]], [[0.0, 0.0, 1.0]], 1e5)[0]))
+        inputs = keras.Input((16,))
+        kappa = keras.layers.Dense(1, activation="softplus")(inputs) + 1.0
+        model = keras.Model(inputs, PowerSpherical(kappa=None, seed=0)([inputs, kappa]))
+        model.compile("adam", "mse")
+        print(np.isfinite(model.fit(np.random.rand(32, 16), np.random.rand(32, 16), verbose=0).history["loss"]).all())
         """, "jax", JAX_ENABLE_X64="0")
     lines = out.split("\n")
     assert lines[0] == "[]", out
@@ -100,3 +110,10 @@ def test_on_jax_import_needs_no_tensorflow_and_vmf_without_x64_runs_in_float32()
     # -log(1e5 / (2 pi)): log C_3 + kappa has no kappa-sized term to cancel in float32
     assert abs(float(nll) - -9.675048399) < 1e-6 * 9.7
     assert lines[2:4] == ["True"] * 2
+    # Power Spherical in float32: KL and log-density (Stirling differences, no
+    # kappa-sized cancellation) to float32 accuracy, against mpmath; a per-example fit
+    ps_kl_small, ps_kl_large, ps_log_prob = map(float, lines[4].split())
+    assert abs(ps_kl_small - 3.67870494889e-6) < 1e-5 * 3.7e-6
+    assert abs(ps_kl_large - 148.204173416) < 1e-5 * 148.2
+    assert abs(ps_log_prob - 8.98191121795) < 1e-6 * 9.0  # log((1e5 + 1) / (4 pi)) at the mode
+    assert lines[5] == "True"
