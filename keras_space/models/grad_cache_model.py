@@ -284,7 +284,14 @@ class GradCacheModel(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.accuracy_tracker]
+        """`loss`, and with `InfoNCE` the in-batch retrieval `accuracy` (a ranking loss of
+        scored pairs, such as `CoSENT`, has no such accuracy: the loss only)."""
+        if self._tracks_accuracy():
+            return [self.loss_tracker, self.accuracy_tracker]
+        return [self.loss_tracker]
+
+    def _tracks_accuracy(self):
+        return isinstance(self._contrastive_loss(), InfoNCE)
 
     def _contrastive_loss(self):
         loss = self.loss
@@ -338,7 +345,8 @@ class GradCacheModel(keras.Model):
 
     def _finish_metrics(self, loss, reps):
         self.loss_tracker.update_state(loss)
-        self.accuracy_tracker.update_state(_in_batch_accuracy(reps))
+        if self._tracks_accuracy():
+            self.accuracy_tracker.update_state(_in_batch_accuracy(reps))
         return {m.name: m.result() for m in self.metrics}
 
     def grad_cache_gradients(self, x, y=None, sample_weight=None):
@@ -397,6 +405,10 @@ class GradCacheModel(keras.Model):
             validation.holds("sample_weight", weights,
                              np.isfinite(weights) & (weights >= 0), "finite weights >= 0")
         if sample_weight is not None and y is None:
+            if not isinstance(self._contrastive_loss(), InfoNCE):  # its targets are data
+                raise ValueError(
+                    f"GradCacheModel.fit with {type(self._contrastive_loss()).__name__} needs its "
+                    "targets as `y` (e.g. CoSENT's gold scores, one per pair). Received: y=None")
             y = ops.zeros((ops.shape(sample_weight)[0],), "int32")
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                            callbacks=callbacks, validation_split=validation_split,

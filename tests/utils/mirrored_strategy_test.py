@@ -39,6 +39,20 @@ keras.config.set_floatx("float64"); keras.config.set_dtype_policy("float64")
                               sample_weight=w, batch_size=32) for s in (one, two))
 out += [rel(flat(m2), flat(m1)), abs(l1 - l2) / l1]
 
+# CoSENT: pairs with gold scores and weights (a ranking loss over the whole global batch)
+def scored():
+    from keras_space.losses import CoSENT
+    keras.utils.set_random_seed(0)
+    encoder = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="sigmoid"),
+                                keras.layers.Dense(4)])
+    model = GradCacheModel(encoder, micro_batch_size=8)
+    model.compile(keras.optimizers.SGD(0.5), CoSENT())
+    return model
+
+scores = np.round(np.random.default_rng(1).uniform(0, 5, size=len(a)), 1)
+(m1, l1), (m2, l2) = (trained(s, scored, (a, p), scores, sample_weight=w, batch_size=32) for s in (one, two))
+out += [rel(flat(m2), flat(m1)), abs(l1 - l2) / l1]
+
 # GradientAccumulator(LayerwiseLearningRate(AdamW)), 3 steps a window: 8 micro-steps
 (m1, _), (m2, _) = (trained(s, accumulated_model, x, y, batch_size=16) for s in (one, two))
 optimizer = m2.optimizer
@@ -55,10 +69,11 @@ print("RESULT", *out)
 def test_mirrored_strategy_equals_one_device():
     """GradCacheModel: each replica's loss sees the whole batch as negatives; for tuples
     the labels and weights are gathered too and the temperature's gradient is counted
-    once. GradientAccumulator: the same updates and step counters as one device, while
+    once; CoSENT ranks the pairs of the whole global batch (scores and weights gathered). GradientAccumulator: the same updates and step counters as one device, while
     each replica accumulates its own gradients until the window closes."""
     result = run_on_logical_cpus(SCRIPT)
-    pair_err, pair_loss, err, loss_diff, acc_err = map(float, result[:5])
+    pair_err, pair_loss, err, loss_diff, cosent_err, cosent_loss, acc_err = map(float, result[:7])
     assert pair_err < 1e-5 and pair_loss < 1e-6  # float32
     assert err < 1e-10 and loss_diff < 1e-12 and acc_err < 1e-12  # float64
-    assert result[5:] == ["2", "2", "2", "1"]
+    assert cosent_err < 1e-10 and cosent_loss < 1e-12  # CoSENT over the global batch, float64
+    assert result[7:] == ["2", "2", "2", "1"]
