@@ -17,19 +17,13 @@ mean directions as its argument (median of 7):
 Ratios in the same run: TFP time / ours (speed-up), vMF time / ours, ours / noise.
 """
 
-import argparse
-import itertools
-import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
 
-import numpy as np  # noqa: E402
-from _timing import best_time  # noqa: E402
-
-from keras_space.utils import set_deterministic  # noqa: E402
+from _timing import sphere_sampling_grid, traced_sampler_ms  # noqa: E402
 
 
 def measure(d, kappa, mu, n):
@@ -57,13 +51,9 @@ def measure(d, kappa, mu, n):
         "vmf_default": lambda m, s: vmf_default.sample(m),
         "vmf_wood": lambda m, s: vmf_wood.sample(m),
     }
-    t = {}
-    calls = itertools.count()
-    for name, fn in fns.items():
-        f = tf.function(fn)
-        t[name] = best_time(lambda f=f: f(mu, tf.constant([1, next(calls)])).numpy())
+    t = traced_sampler_ms(fns, mu)
     return {
-        "ms": {name: round(v * 1e3, 2) for name, v in t.items()},
+        "ms": {name: round(v, 2) for name, v in t.items()},
         "ours_over_noise": round(t["ours"] / t["noise"], 2),
         "speedup_vs_tfp": round(t["tfp"] / t["ours"], 2),
         "per_example_speedup_vs_tfp": round(t["tfp"] / t["ours_per_example"], 2),
@@ -72,22 +62,5 @@ def measure(d, kappa, mu, n):
     }
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--samples", type=int, default=20000)
-    args = parser.parse_args()
-    set_deterministic(0)  # before TensorFlow starts
-    import tensorflow as tf
-
-    n = args.samples
-    rows = {}
-    for d in (3, 16, 128, 768):
-        mu = np.random.default_rng(0).normal(size=(n, d))
-        mu = tf.constant((mu / np.linalg.norm(mu, axis=1, keepdims=True)).astype("float32"))
-        for kappa in (10.0, 1000.0):
-            rows[f"d={d},kappa={int(kappa)}"] = measure(d, kappa, mu, n)
-    print(json.dumps({"samples_per_call": n, "results": rows}))
-
-
 if __name__ == "__main__":
-    main()
+    sphere_sampling_grid(measure)
