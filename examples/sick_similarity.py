@@ -27,12 +27,11 @@ from supervised_simcse import (  # noqa: E402
     DEFAULT_SICK,
     DEFAULT_STS,
     evaluate,
-    evaluation_sets,
     fresh_encoder,
+    preprocessors_and_data,
 )
 
 from keras_space.callbacks import SimilarityEvaluator  # noqa: E402
-from keras_space.datasets import load_sick  # noqa: E402
 from keras_space.losses import CoSENT  # noqa: E402
 from keras_space.models import GradCacheModel, encode_texts  # noqa: E402
 from keras_space.optimizers.schedules import warmup_linear_decay  # noqa: E402
@@ -87,16 +86,7 @@ def main():
     parser.add_argument("--seeds", default="0")
     args = parser.parse_args()
     set_deterministic(0)  # before TensorFlow starts
-    import keras_hub
-
-    from keras_space.utils import minilm_path
-
-    path = minilm_path()
-    eval_pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=128)
-    train_pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
-        path, sequence_length=args.sequence_length)
-    sets = evaluation_sets(args.sts_dir, args.sick_dir)
-    sick = load_sick(os.path.join(args.sick_dir, "SICK_train.txt"))
+    eval_pre, train_pre, sets, sick = preprocessors_and_data(args)
     rows, dev_rows = split(sick, args.dev_fraction)
     pretrained = fresh_encoder()
     result = {"spearman_before": evaluate(pretrained, eval_pre, sets), "runs": {}}

@@ -61,6 +61,19 @@ def evaluate(encoder, preprocessor, sets):
     return scores
 
 
+def preprocessors_and_data(args):
+    """(evaluation preprocessor (length 128), training preprocessor
+    (`args.sequence_length`), the evaluation sets, SICK train)."""
+    import keras_hub
+
+    path = minilm_path()
+    eval_pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=128)
+    train_pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        path, sequence_length=args.sequence_length)
+    sets = evaluation_sets(args.sts_dir, args.sick_dir)
+    return eval_pre, train_pre, sets, load_sick(os.path.join(args.sick_dir, "SICK_train.txt"))
+
+
 def fresh_encoder():
     import keras_hub
 
@@ -96,14 +109,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     set_deterministic(args.seed)  # before TensorFlow starts
-    import keras_hub
-
-    path = minilm_path()
-    eval_pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(path, sequence_length=128)
-    train_pre = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
-        path, sequence_length=args.sequence_length)
-    sets = evaluation_sets(args.sts_dir, args.sick_dir)
-    sick = load_sick(os.path.join(args.sick_dir, "SICK_train.txt"))
+    eval_pre, train_pre, sets, sick = preprocessors_and_data(args)
 
     result = {"spearman_before": evaluate(fresh_encoder(), eval_pre, sets)}
     print(json.dumps(result["spearman_before"]), flush=True)
