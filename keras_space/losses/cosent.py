@@ -4,8 +4,7 @@ import keras
 from keras import ops
 
 from keras_space.api_export import keras_space_export
-from keras_space.losses.info_nce import _at_least_float32, _dtype_of
-from keras_space.ops import _dtype_safe as safe
+from keras_space.losses.info_nce import _at_least_float32, _dtype_of, _unit
 from keras_space.utils import validation
 
 
@@ -85,9 +84,7 @@ class CoSENT(keras.losses.Loss):
                              f"(batch, 1). Received: y_true of shape {tuple(scores.shape)} for "
                              f"y_pred of shape {tuple(y_pred.shape)}")
         scores = validation.all_finite("y_true", scores)
-        u = y_pred[:, 0] / ops.maximum(safe.norm(y_pred[:, 0], axis=-1, keepdims=True), 1e-12)
-        v = y_pred[:, 1] / ops.maximum(safe.norm(y_pred[:, 1], axis=-1, keepdims=True), 1e-12)
-        cosines = ops.sum(u * v, axis=-1)
+        cosines = ops.sum(_unit(y_pred[:, 0]) * _unit(y_pred[:, 1]), axis=-1)
         # term (i, j): scale (c_j - c_i) + log(w_i w_j), kept where s_i > s_j and w_i w_j > 0
         keep = scores[:, None] > scores[None, :]
         terms = self.scale * (cosines[None, :] - cosines[:, None])

@@ -154,8 +154,7 @@ class InfoNCE(keras.losses.Loss):
         a = _at_least_float32(anchors)
         p = ops.cast(candidates, a.dtype)
         if self.similarity == "cosine":
-            a = a / ops.maximum(safe.norm(a, axis=-1, keepdims=True), 1e-12)
-            p = p / ops.maximum(safe.norm(p, axis=-1, keepdims=True), 1e-12)
+            a, p = _unit(a), _unit(p)
         scores = ops.matmul(a, ops.transpose(p))
         if logit_scale is None:
             return scores / self.temperature
@@ -204,6 +203,11 @@ def _at_least_float32(x):
     """`x` as a tensor in float32, or float64 if it is float64 (logits never in half precision)."""
     x = ops.convert_to_tensor(x)
     return x if x.dtype == "float64" else ops.cast(x, "float32")
+
+
+def _unit(x):
+    """Rows of `x` over their norm, the norm floored at 1e-12 (a zero row stays zero)."""
+    return x / ops.maximum(safe.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _candidates(y_pred):

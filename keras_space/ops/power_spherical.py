@@ -8,9 +8,9 @@ beta = (d - 1)/2 and alpha = beta + kappa,
 
 t = <x, mu> has (1 + t)/2 ~ Beta(alpha, beta); x = t mu + sqrt(1 - t^2) nu with nu
 uniform on the unit vectors orthogonal to mu. No Bessel function and no rejection
-step: t is a ratio of two Gamma draws (reparameterised through their implicit
-gradients, the backend's own), nu a normalised normal vector turned around mu by one
-Householder reflection.
+step: t is a ratio of two Gamma draws (reparameterised in kappa through the implicit
+gradient of the first, computed here: `_dgamma_dalpha`), nu a normalised normal vector
+turned around mu by one Householder reflection.
 
 Everything is `keras.ops` (plus the backend's lgamma / digamma / trigamma) in the wide
 dtype (float64; float32 on JAX without x64 mode), TensorFlow and JAX.
@@ -138,8 +138,9 @@ def _dgamma_dalpha(g, alpha):
         phi(y) = alpha y - g (e^y - 1) <= 0 on the side taken:
 
     y >= 0 when g >= alpha, y <= 0 otherwise. phi is concave and falls from 0; the range
-    ends where phi = -45 (Newton from the right, monotone), and 64-point Gauss-Legendre
-    integrates the smooth, decaying integrand there.
+    ends where phi = -45 (Newton from y = 0, its step never longer than the curvature's
+    scale allows), and 64-point Gauss-Legendre integrates the smooth, decaying integrand
+    there.
     """
     g = ops.maximum(g, 1e-300)
     side = ops.where(g >= alpha, ops.ones_like(g), -ops.ones_like(g))  # y's sign on the side taken
@@ -187,6 +188,6 @@ def _turn_to(mu, t, rest):
     first = mu[..., :1]
     sign = ops.where(first >= 0.0, ops.ones_like(first), -ops.ones_like(first))
     y = ops.concatenate([-sign * t, rest], axis=-1)
-    a = ops.concatenate([-sign - mu[..., :1], -mu[..., 1:]], axis=-1)  # b - mu
+    a = ops.concatenate([-sign - first, -mu[..., 1:]], axis=-1)  # b - mu
     scale = 2.0 * ops.sum(a * y, -1, keepdims=True) / ops.sum(ops.square(a), -1, keepdims=True)
     return y - scale * a
