@@ -24,14 +24,17 @@ def floats(text):  # flat(model) printed as a RESULT field (comma-separated repr
 def rel(u, v):
     return float(np.linalg.norm(u - v) / np.linalg.norm(v))
 
-def grad_cache_model(optimizer):
+def grad_cache_model(optimizer, dims=None):
     # for tuples (a, p, n) with hard negatives, a learned temperature, sample weights w
-    # and labels (mask_duplicates)
+    # and labels (mask_duplicates); with `dims`, the loss is Matryoshka over those prefixes
     encoder = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"),
                                 keras.layers.Dense(4)])
     model = GradCacheModel(encoder, micro_batch_size=8)
-    model.compile(optimizer, InfoNCE(0.1, symmetric=True, mask_duplicates=True,
-                                     learnable_temperature=True))
+    loss = InfoNCE(0.1, symmetric=True, mask_duplicates=True, learnable_temperature=True)
+    if dims is not None:
+        from keras_space.losses import Matryoshka
+        loss = Matryoshka(loss, dims)
+    model.compile(optimizer, loss)
     return model
 
 def accumulated_model():

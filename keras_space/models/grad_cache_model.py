@@ -16,6 +16,7 @@ from keras import ops
 
 from keras_space.api_export import keras_space_export
 from keras_space.losses.info_nce import InfoNCE, _in_batch_accuracy
+from keras_space.losses.matryoshka import Matryoshka
 from keras_space.utils import validation
 from keras_space.utils.batch_coupling import find_batch_coupled_layers
 
@@ -286,12 +287,15 @@ class GradCacheModel(keras.Model):
     def metrics(self):
         """`loss`, and with `InfoNCE` the in-batch retrieval `accuracy` (a ranking loss of
         scored pairs, such as `CoSENT`, has no such accuracy: the loss only)."""
-        if self._tracks_accuracy():
+        if self._infonce():
             return [self.loss_tracker, self.accuracy_tracker]
         return [self.loss_tracker]
 
-    def _tracks_accuracy(self):
-        return isinstance(self._contrastive_loss(), InfoNCE)
+    def _infonce(self):
+        """Whether the loss is InfoNCE (also inside a Matryoshka): its targets, if any, are
+        labels, and its in-batch retrieval accuracy is logged (at the full width)."""
+        loss = self._contrastive_loss()
+        return isinstance(loss.loss if isinstance(loss, Matryoshka) else loss, InfoNCE)
 
     def _contrastive_loss(self):
         loss = self.loss
@@ -345,7 +349,7 @@ class GradCacheModel(keras.Model):
 
     def _finish_metrics(self, loss, reps):
         self.loss_tracker.update_state(loss)
-        if self._tracks_accuracy():
+        if self._infonce():
             self.accuracy_tracker.update_state(_in_batch_accuracy(reps))
         return {m.name: m.result() for m in self.metrics}
 
@@ -405,7 +409,7 @@ class GradCacheModel(keras.Model):
             validation.holds("sample_weight", weights,
                              np.isfinite(weights) & (weights >= 0), "finite weights >= 0")
         if sample_weight is not None and y is None:
-            if not isinstance(self._contrastive_loss(), InfoNCE):  # its targets are data
+            if not self._infonce():  # the loss's targets are data
                 raise ValueError(
                     f"GradCacheModel.fit with {type(self._contrastive_loss()).__name__} needs its "
                     "targets as `y` (e.g. CoSENT's gold scores, one per pair). Received: y=None")

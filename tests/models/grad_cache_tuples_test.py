@@ -64,8 +64,9 @@ def reference_loss(reps, scale, weights=None, labels=None, symmetric=False):
     return ops.sum(weights * rows) / b
 
 
-def full_batch_gradients(model, parts, micro, scale_fn, **loss_kwargs):
-    """One tape over the whole batch, consuming the RNG in pass 1's order."""
+def one_tape(model, parts, micro, loss_of_embeddings):
+    """(loss, gradients) of `loss_of_embeddings` of the whole batch's (batch, k, dim)
+    embeddings in one tape, embedding in pass 1's order (the same dropout masks)."""
     first, second = model._towers()
 
     def loss():
@@ -74,9 +75,14 @@ def full_batch_gradients(model, parts, micro, scale_fn, **loss_kwargs):
             embedded = [first(parts[0][i:i + micro], training=True)]
             embedded += [second(part[i:i + micro], training=True) for part in parts[1:]]
             chunks.append(ops.stack(embedded, axis=1))
-        return reference_loss(ops.concatenate(chunks, axis=0), scale_fn(), **loss_kwargs)
+        return loss_of_embeddings(ops.concatenate(chunks, axis=0))
 
     return value_and_variable_grads(loss, model.trainable_weights)
+
+
+def full_batch_gradients(model, parts, micro, scale_fn, **loss_kwargs):
+    """One tape over the whole batch with `reference_loss`."""
+    return one_tape(model, parts, micro, lambda reps: reference_loss(reps, scale_fn(), **loss_kwargs))
 
 
 def relative(a, b):

@@ -34,8 +34,9 @@ out = []
 out += [rel(flat(m2), flat(m1)), abs(l1 - l2) / l1]
 
 keras.config.set_floatx("float64"); keras.config.set_dtype_policy("float64")
-# tuples with hard negatives, labels (mask_duplicates), sample weights, a learned temperature
-(m1, l1), (m2, l2) = (trained(s, lambda: grad_cache_model(keras.optimizers.SGD(0.5)), (a, p, n), labels,
+# tuples with hard negatives, labels (mask_duplicates), sample weights, a learned temperature,
+# the loss summed over the prefixes 2 and 4 (Matryoshka: InfoNCE's mean reduction, scaled once)
+(m1, l1), (m2, l2) = (trained(s, lambda: grad_cache_model(keras.optimizers.SGD(0.5), (2, 4)), (a, p, n), labels,
                               sample_weight=w, batch_size=32) for s in (one, two))
 out += [rel(flat(m2), flat(m1)), abs(l1 - l2) / l1]
 
@@ -69,7 +70,7 @@ print("RESULT", *out)
 def test_mirrored_strategy_equals_one_device():
     """GradCacheModel: each replica's loss sees the whole batch as negatives; for tuples
     the labels and weights are gathered too and the temperature's gradient is counted
-    once; CoSENT ranks the pairs of the whole global batch (scores and weights gathered). GradientAccumulator: the same updates and step counters as one device, while
+    once (also summed over Matryoshka prefixes); CoSENT ranks the pairs of the whole global batch (scores and weights gathered). GradientAccumulator: the same updates and step counters as one device, while
     each replica accumulates its own gradients until the window closes."""
     result = run_on_logical_cpus(SCRIPT)
     pair_err, pair_loss, err, loss_diff, cosent_err, cosent_loss, acc_err = map(float, result[:7])
