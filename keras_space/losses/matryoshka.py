@@ -94,12 +94,12 @@ class Matryoshka(keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None, **kwargs):
         if not hasattr(y_pred, "shape"):
             y_pred = ops.convert_to_tensor(y_pred)
+        what = f"at most the embeddings' width (the last axis of y_pred, {tuple(y_pred.shape)})"
         width = y_pred.shape[-1]
-        if len(y_pred.shape) < 2 or (width is not None and width < self.dims[-1]):
-            raise ValueError(
-                f"Matryoshka's widest prefix ({self.dims[-1]}) exceeds the embeddings' width: "
-                f"`dims` must not exceed it. Received: dims={self.dims} for y_pred of shape "
-                f"{tuple(y_pred.shape)}")
+        if width is None:   # known only at run time
+            y_pred = validation.holds("dims", y_pred, ops.shape(y_pred)[-1] >= self.dims[-1], what)
+        elif width < self.dims[-1]:
+            raise ValueError(f"`dims` must be {what}. Received: dims={self.dims}")
         total = 0.0
         for dim, weight in zip(self.dims, self.weights, strict=True):
             if weight:

@@ -161,7 +161,8 @@ def test_bad_arguments_are_named():
     reps = RNG.normal(size=(4, 2, 3))
     for call in (lambda y: Matryoshka(InfoNCE(), (2, 4))(None, y),
                  compiled(lambda y: Matryoshka(InfoNCE(), (2, 4))(None, y))):
-        with pytest.raises(ValueError, match=r"`dims` must not exceed.*\(4, 2, 3\)"):
+        with pytest.raises(ValueError, match=r"`dims` must be at most the embeddings' width.*"
+                                             r"\(4, 2, 3\).*dims=\[2, 4\]"):
             call(reps)
     # the wrapped loss's own refusals reach the user unchanged
     with pytest.raises(ValueError, match="y_true"):
@@ -169,3 +170,14 @@ def test_bad_arguments_are_named():
     config = Matryoshka(CoSENT(scale=5.0), (2, 3), (1.0, 0.0)).get_config()
     again = Matryoshka.from_config(config)
     assert again.loss.scale == 5.0 and again.dims == [2, 3] and again.weights == [1.0, 0.0]
+
+
+@pytest.mark.tensorflow_only("a width known only at run time: a tf.function's input_signature")
+def test_a_width_known_only_at_run_time_is_checked_when_it_runs():
+    import tensorflow as tf
+
+    graph = tf.function(lambda y: Matryoshka(CoSENT(), (2, 4))(tf.range(4.0), y),
+                        input_signature=[tf.TensorSpec((4, 2, None))])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`dims` must hold at most the embeddings"):
+        graph(RNG.normal(size=(4, 2, 3)).astype("float32"))
+    assert np.isfinite(float(graph(RNG.normal(size=(4, 2, 5)).astype("float32"))))
