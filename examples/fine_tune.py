@@ -83,9 +83,14 @@ def cross_encoder():
     return keras.Model(backbone.input, outputs), backbone
 
 
+def judgment_ids(sick, rows):
+    """The entailment judgments of `rows` as class ids (indices into JUDGMENTS)."""
+    return np.array([JUDGMENTS.index(sick.judgments[i]) for i in rows], "int32")
+
+
 def targets(sick, rows, mean, std):
     return {"relatedness": ((sick.relatedness[rows] - mean) / std).astype("float32")[:, None],
-            "entailment": np.array([JUDGMENTS.index(sick.judgments[i]) for i in rows], "int32")}
+            "entailment": judgment_ids(sick, rows)}
 
 
 def dataset(pre, sick, rows, y, batch_size, shuffle_seed=None):
@@ -107,9 +112,9 @@ def scores(model, pre, sick, rows, mean, std):
 
 def evaluate(model, pre, sick, rows, stats_):
     related, logits = scores(model, pre, sick, rows, *stats_)
-    gold = [JUDGMENTS.index(sick.judgments[i]) for i in rows]
     return {"relatedness_spearman": round(100 * stats.spearmanr(related, sick.relatedness[rows])[0], 2),
-            "entailment_accuracy": round(100 * float(np.mean(np.argmax(logits, 1) == gold)), 2)}
+            "entailment_accuracy": round(100 * float(np.mean(np.argmax(logits, 1)
+                                                             == judgment_ids(sick, rows))), 2)}
 
 
 def build_and_compile(args, seed, steps_per_epoch):
@@ -219,8 +224,8 @@ def baselines(args, pre):
     u, v, trial_x = features(trial)
     bi_encoder = 100 * similarity_correlations(u, v, trial.relatedness)[0]
     _, _, train_x = features(train)
-    labels = np.array([JUDGMENTS.index(j) for j in train.judgments])
-    trial_y = np.array([JUDGMENTS.index(j) for j in trial.judgments])
+    labels = judgment_ids(train, range(len(train.pair_ids)))
+    trial_y = judgment_ids(trial, range(len(trial.pair_ids)))
 
     def probe(c):
         return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))

@@ -45,7 +45,7 @@ from keras_space.utils import set_deterministic  # noqa: E402
 
 
 def split(sick, fraction, seed=0):
-    """(train rows, dev rows) of SICK train: a fixed random tenth held out."""
+    """(train rows, dev rows) of SICK train: a fixed random `fraction` held out."""
     order = np.random.default_rng(seed).permutation(len(sick.pair_ids))
     cut = int(round(len(order) * fraction))
     return order[cut:], order[:cut]
@@ -126,6 +126,7 @@ def main():
     eval_pre, train_pre, sets, sick = preprocessors_and_data(args)
     rows, dev_rows = split(sick, args.dev_fraction)
     pretrained = fresh_encoder()
+    start = pretrained.get_weights()
     result = {"spearman_before": evaluate(pretrained, eval_pre, sets), "runs": {}}
     result["spearman_before"]["SICK-R dev (held out of train)"] = round(
         100 * dev_evaluator(pretrained, sick, dev_rows, eval_pre).evaluate()["dev_spearman"], 2)
@@ -139,8 +140,8 @@ def main():
             # weights (1 - a) pretrained + a fine-tuned (WiSE-FT, Wortsman et al., 2022)
             fine_tuned = encoder.get_weights()
             for alpha in (float(a) for a in filter(None, args.interpolate.split(","))):
-                encoder.set_weights([(1 - alpha) * w0 + alpha * w1 for w0, w1 in
-                                     zip(pretrained.get_weights(), fine_tuned, strict=True)])
+                encoder.set_weights([(1 - alpha) * w0 + alpha * w1
+                                     for w0, w1 in zip(start, fine_tuned, strict=True)])
                 info[f"spearman_interpolated_{alpha}"] = evaluate(encoder, eval_pre, sets)
             result["runs"][f"batch={batch_size},seed={seed}"] = info
             print(json.dumps({f"batch={batch_size},seed={seed}": info}), flush=True)
