@@ -31,8 +31,8 @@ import math
 import keras
 import numpy as np
 
+from keras_space import _backbones
 from keras_space.api_export import keras_space_export
-from keras_space.models import _backbones
 from keras_space.utils import validation
 
 _HOMOGENEOUS = {"linear", "relu", None}

@@ -15,8 +15,8 @@ import os
 import keras
 import numpy as np
 
+from keras_space import _backbones
 from keras_space.api_export import keras_space_export
-from keras_space.models import _backbones
 from keras_space.utils import validation
 from keras_space.utils._lazy import tensorflow as tf
 

@@ -4,10 +4,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_space import _backbones
 from keras_space.api_export import keras_space_export
 from keras_space.layers.masked_mean_pooling import MaskedMeanPooling
 from keras_space.layers.prompt_encoder import PromptEncoder
-from keras_space.models import _backbones
 from keras_space.utils import validation
 from keras_space.utils.masking import resolve_padding_mask
 

@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 
+from keras_space import _backbones
 from keras_space.api_export import keras_space_export
 from keras_space.layers.masked_mean_pooling import MaskedMeanPooling
-from keras_space.models import _backbones
 from keras_space.utils import validation
 
 POOLINGS = ("cls", "mean", "first_last_avg")

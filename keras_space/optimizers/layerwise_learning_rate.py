@@ -19,8 +19,8 @@ import warnings
 
 import keras
 
+from keras_space import _backbones
 from keras_space.api_export import keras_space_export
-from keras_space.models import _backbones
 from keras_space.optimizers._lean_state import (
     OwnVariablesOnly,
     checked_apply_arguments,

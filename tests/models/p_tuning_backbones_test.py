@@ -25,10 +25,10 @@ TEXT_LENGTHS = [7, 4, 2]
 LENGTH = 9
 
 
-def small_backbone(kind):
+def small_backbone(kind, dtype=None):
     m = keras_hub.models
     common = dict(num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16,
-                  max_sequence_length=32, dropout=0.0)
+                  max_sequence_length=32, dropout=0.0, dtype=dtype)
     if kind == "electra":  # embedding width below the hidden width: a projection
         return m.ElectraBackbone(vocab_size=VOCAB, embedding_dim=4, **common)
     common["vocabulary_size"] = VOCAB

@@ -184,7 +184,7 @@ def test_bad_inputs(minilm):
         p_tuning_model(backbone)
     with pytest.raises(ValueError, match="label_token_ids"):
         p_tuning_model(backbone, head="masked_lm", mask_token_id=103)
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match="supported: keras_hub.models.BertBackbone.*Received: backbone=Sequential"):
         p_tuning_model(keras.Sequential([keras.layers.Dense(2)]), num_classes=2)
     model = p_tuning_model(backbone, num_classes=2, num_virtual_tokens=8)
     long = {k: np.tile(v, (1, 32)) for k, v in x.items()}  # 512 tokens + 8 virtual > 512

@@ -1,21 +1,21 @@
 """The one module that knows what a keras-hub backbone looks like inside.
 
-Private. `p_tuning_model`, `sentence_encoder`, `layerwise_decay`,
-`bert_from_checkpoint` and `growth.widen` never touch a backbone's attributes
-themselves: they ask the questions below. Supporting another keras-hub
-backbone is an edit of this module only: teach each question about the new
-family.
+Private to keras_space, imported by every module that looks inside a backbone:
+`p_tuning_model`, `sentence_encoder`, `layerwise_decay`, `bert_from_checkpoint` and
+`growth.widen` never touch a backbone's attributes themselves: they ask the questions
+below. Supporting another keras-hub backbone is an edit of this module only: teach each
+question about the new family (tests/backbones_test.py checks the hand-written forward
+below against keras-hub's own for every family).
 
-Families (`family(backbone)`; a subclass counts as its parent, e.g.
-`XLMRobertaBackbone` as RoBERTa):
+Families (`family(backbone)`, by `isinstance` on keras-hub's classes, so a subclass
+counts as its parent, e.g. `XLMRobertaBackbone` as RoBERTa):
 
-- `"bert"`: `BertBackbone`, `ElectraBackbone`, `AlbertBackbone` and any model
-  with BERT's parts (`token_embedding`, `position_embedding`, optional
-  `segment_embedding`, `embeddings_add`, `embeddings_layer_norm`,
-  `embeddings_dropout`, `transformer_layers`; ELECTRA and ALBERT add an
-  `embeddings_projection` from the embedding width to the hidden width, and
-  ALBERT's `transformer_layers` are groups of shared layers, each group
-  called `num_layers // num_groups` times).
+- `"bert"`: `BertBackbone`, `ElectraBackbone`, `AlbertBackbone`: `token_embedding`,
+  `position_embedding`, optional `segment_embedding`, `embeddings_add`,
+  `embeddings_layer_norm`, `embeddings_dropout`, `transformer_layers`; ELECTRA and
+  ALBERT add an `embeddings_projection` from the embedding width to the hidden width,
+  and ALBERT's `transformer_layers` are groups of shared layers, each group called
+  `num_layers // num_groups` times.
 - `"roberta"`: `RobertaBackbone`, `DistilBertBackbone`: one
   `TokenAndPositionEmbedding` layer (`embeddings`), LayerNorm, dropout,
   encoder layers; no segment ids.
@@ -58,46 +58,34 @@ SUPPORTED_BACKBONES = (
     "keras_hub.models.GPT2Backbone",
 )
 
-_FAMILY_OF_CLASS = {
-    "BertBackbone": "bert",
-    "ElectraBackbone": "bert",
-    "AlbertBackbone": "bert",
-    "RobertaBackbone": "roberta",
-    "DistilBertBackbone": "roberta",
-    "GPT2Backbone": "gpt2",
-}
 
-_EMBEDDING_STACK = (
-    "token_embedding",
-    "position_embedding",
-    "embeddings_add",
-    "embeddings_layer_norm",
-    "embeddings_dropout",
-    "transformer_layers",
-)
+def _families():
+    """The families, each with its keras-hub classes."""
+    import keras_hub
 
-
-def has_embedding_stack(backbone):
-    """Whether `backbone` has a BERT-style embedding stack (BERT's attribute names)."""
-    return all(hasattr(backbone, name) for name in _EMBEDDING_STACK)
+    m = keras_hub.models
+    return (((m.BertBackbone, m.ElectraBackbone, m.AlbertBackbone), "bert"),
+            ((m.RobertaBackbone, m.DistilBertBackbone), "roberta"),
+            ((m.GPT2Backbone,), "gpt2"))
 
 
 def family(backbone):
     """`"bert"`, `"roberta"`, `"gpt2"` or None (not a backbone this module can split)."""
-    for cls in type(backbone).__mro__:
-        if cls.__name__ in _FAMILY_OF_CLASS:
-            return _FAMILY_OF_CLASS[cls.__name__]
-    return "bert" if has_embedding_stack(backbone) else None
+    if not isinstance(backbone, keras.Model):
+        return None
+    for classes, name in _families():
+        if isinstance(backbone, classes):
+            return name
+    return None
 
 
 def check_embedding_stack(backbone):
     """Raise a `ValueError` listing the supported backbones unless `backbone` is one."""
     if family(backbone) is None:
-        missing = [name for name in _EMBEDDING_STACK if not hasattr(backbone, name)]
         raise ValueError(
             "`backbone` must be a keras-hub backbone whose embedding stack keras_space can "
-            f"split (supported: {', '.join(SUPPORTED_BACKBONES)}, or a model with BERT's "
-            f"parts; missing {missing}). Received: backbone={type(backbone).__name__}"
+            f"split (supported: {', '.join(SUPPORTED_BACKBONES)}, or subclasses). "
+            f"Received: backbone={type(backbone).__name__}"
         )
 
 
@@ -246,17 +234,14 @@ def sequence_output(backbone):
 
 
 def is_bert_backbone(model):
-    """Whether `model` is a keras-hub BertBackbone or has exactly its parts (with a pooler).
+    """Whether `model` is a keras-hub `BertBackbone` (or a subclass).
 
     ELECTRA and ALBERT share BERT's attribute names but add an embedding
     projection (and ALBERT shares layers), so they are not BERT here.
     """
-    return type(model).__name__ == "BertBackbone" or (
-        family(model) == "bert"
-        and type(model).__name__ not in _FAMILY_OF_CLASS
-        and hasattr(model, "pooled_dense")
-        and getattr(model, "embeddings_projection", None) is None
-    )
+    import keras_hub
+
+    return isinstance(model, keras_hub.models.BertBackbone)
 
 
 def transformer_sublayers(layer):
@@ -309,9 +294,8 @@ def masked_lm_head(backbone):
     """
     import keras_hub
 
-    name = type(backbone).__name__
     options = {"intermediate_activation": "gelu"}
-    if name == "AlbertBackbone":
+    if isinstance(backbone, keras_hub.models.AlbertBackbone):
         from keras_hub.src.utils.keras_utils import gelu_approximate
 
         options["intermediate_activation"] = gelu_approximate
