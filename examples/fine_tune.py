@@ -274,7 +274,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sick-dir", default=DEFAULT_SICK)
     parser.add_argument("--work-dir", default="fine_tune_work")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--accumulate", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
