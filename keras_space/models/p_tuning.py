@@ -188,7 +188,7 @@ def p_tuning_model(
     `RobertaBackbone`, `DistilBertBackbone` (no segment ids: the model takes
     `token_ids` and `padding_mask` only), `GPT2Backbone` (causal: a virtual
     token sees only what is before it, as the text does; the prefix sees no
-    text), subclasses of these, and any model with `BertBackbone`'s parts.
+    text), and subclasses of these.
     The model's inputs are the backbone's.
 
     Heads:
