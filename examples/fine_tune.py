@@ -299,6 +299,10 @@ def main():
     for seed in (int(s) for s in args.seeds.split(",")):
         result["runs"][f"seed={seed}"] = run_seed(args, seed, work)
         print(json.dumps({f"seed={seed}": result["runs"][f"seed={seed}"]}), flush=True)
+    result["trial_mean_std_over_seeds"] = {
+        key: [round(float(f(values)), 2) for f in (np.mean, np.std)]
+        for key in ("relatedness_spearman", "entailment_accuracy")
+        for values in [[run["trial"][key] for run in result["runs"].values()]]}
     rows = training_data_rows(args)
     result["setup"] = (f"SICK train ({len(rows)} of 4,500 pairs), {args.epochs} epochs, batch {args.batch_size} x {args.accumulate} "
                        f"accumulated, AdamW {args.learning_rate}, layer decay {args.layer_decay}, "
