@@ -1,6 +1,9 @@
 """GradCacheModel's passes on TensorFlow (internal).
 
-The passes run in `tf.while_loop`s with `tf.TensorArray`s; gradients come from
+The passes run in `tf.while_loop`s with `tf.TensorArray`s, one micro-batch at a time
+(`parallel_iterations=1`: by default the loop overlaps up to 10 independent iterations,
+which held every micro-batch's activations at once, more memory than the full-batch
+step on the pretrained MiniLM); gradients come from
 `tf.GradientTape` (pass 3 with `output_gradients`); the dropout seed states are
 snapshotted before each micro-batch in pass 1 and restored before it in pass 3;
 under `tf.distribute` the embeddings are all-gathered with the replica
@@ -65,7 +68,8 @@ def gradients(model, parts, batch, y, sample_weight):
         snaps = [ta.write(i, s.value) for ta, s in zip(snaps, states, strict=True)]
         return i + 1, snaps, embeds.write(i, _encode_chunk(model, parts, i))
 
-    _, snapshots, embeds = tf.while_loop(lambda i, *_: i < n, pass1, (tf.constant(0), snapshots, embeds))
+    _, snapshots, embeds = tf.while_loop(lambda i, *_: i < n, pass1,
+                                         (tf.constant(0), snapshots, embeds), parallel_iterations=1)
     after = [s.value for s in states]
     local_reps = embeds.concat()
 
@@ -99,7 +103,8 @@ def gradients(model, parts, batch, y, sample_weight):
         ]
         return i + 1, grads
 
-    _, grads = tf.while_loop(lambda i, *_: i < n, pass3, (tf.constant(0), zeros))
+    _, grads = tf.while_loop(lambda i, *_: i < n, pass3, (tf.constant(0), zeros),
+                             parallel_iterations=1)
     for s, value in zip(states, after, strict=True):
         s.assign(value)
     # The temperature's gradient is pass 2's: every replica computed the whole of

@@ -187,3 +187,21 @@ def test_mixed_float16_tuples_with_a_learned_temperature():
                         epochs=5, verbose=0)
     assert np.all(np.isfinite(history.history["loss"])) and model.temperature != pytest.approx(0.1)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+@pytest.mark.tensorflow_only("tf.while_loop")
+def test_micro_batches_run_one_at_a_time():
+    """GradCache's memory is one micro-batch's only if the loops never overlap iterations.
+
+    `tf.while_loop` runs up to 10 independent iterations at once by default: on the
+    pretrained MiniLM (batch 128 in micro-batches of 32) that held every micro-batch's
+    activations together, and the step took more memory than the plain full-batch step
+    (3.8 GB against 3.6 GB; one at a time: 2.4 GB, benchmarks/RESULTS.md).
+    """
+    import tensorflow as tf
+
+    model = built(GradCacheModel(encoder(dropout=0.3), micro_batch_size=16))
+    graph = tf.function(lambda: model.grad_cache_gradients((A, P))).get_concrete_function().graph
+    loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    assert len(loops) == 2   # pass 1 and pass 3
+    assert [op.get_attr("parallel_iterations") for op in loops] == [1, 1]
