@@ -49,15 +49,6 @@ Questions:
 
 import keras
 
-SUPPORTED_BACKBONES = (
-    "keras_hub.models.BertBackbone",
-    "keras_hub.models.ElectraBackbone",
-    "keras_hub.models.AlbertBackbone",
-    "keras_hub.models.RobertaBackbone",
-    "keras_hub.models.DistilBertBackbone",
-    "keras_hub.models.GPT2Backbone",
-)
-
 
 def _families():
     """The families, each with its keras-hub classes."""
@@ -69,10 +60,14 @@ def _families():
             ((m.GPT2Backbone,), "gpt2"))
 
 
+def _supported():
+    """The supported classes' names, for error messages."""
+    return ", ".join(f"keras_hub.models.{cls.__name__}"
+                     for classes, _ in _families() for cls in classes)
+
+
 def family(backbone):
     """`"bert"`, `"roberta"`, `"gpt2"` or None (not a backbone this module can split)."""
-    if not isinstance(backbone, keras.Model):
-        return None
     for classes, name in _families():
         if isinstance(backbone, classes):
             return name
@@ -84,7 +79,7 @@ def check_embedding_stack(backbone):
     if family(backbone) is None:
         raise ValueError(
             "`backbone` must be a keras-hub backbone whose embedding stack keras_space can "
-            f"split (supported: {', '.join(SUPPORTED_BACKBONES)}, or subclasses). "
+            f"split (supported: {_supported()}, or subclasses). "
             f"Received: backbone={type(backbone).__name__}"
         )
 
@@ -204,7 +199,7 @@ def transformer_layers(backbone):
     if not named:
         raise ValueError(
             "`backbone` has no Transformer layers (no `transformer_layers` and no layers "
-            f"named 'transformer_layer_<i>'; supported: {', '.join(SUPPORTED_BACKBONES)}). "
+            f"named 'transformer_layer_<i>'; supported: {_supported()}). "
             f"Received: backbone={backbone.name!r}"
         )
     return sorted(named, key=lambda layer: int(layer.name.rsplit("_", 1)[1]))
@@ -215,7 +210,7 @@ def padding_mask_input(backbone):
     if not isinstance(backbone, keras.Model):
         raise ValueError(
             "`backbone` must be a keras-hub backbone (a keras.Model taking token_ids and "
-            f"padding_mask; supported: {', '.join(SUPPORTED_BACKBONES)}). "
+            f"padding_mask; supported: {_supported()}). "
             f"Received: backbone={type(backbone).__name__}"
         )
     inputs = backbone.input
@@ -236,8 +231,8 @@ def sequence_output(backbone):
 def is_bert_backbone(model):
     """Whether `model` is a keras-hub `BertBackbone` (or a subclass).
 
-    ELECTRA and ALBERT share BERT's attribute names but add an embedding
-    projection (and ALBERT shares layers), so they are not BERT here.
+    ELECTRA and ALBERT share BERT's attribute names but are not its subclasses (they
+    add an embedding projection, and ALBERT shares layers), so they are not BERT here.
     """
     import keras_hub
 
