@@ -260,8 +260,8 @@ def run_seed(args, seed, work):
         result["dev"] = evaluate(model, pre, train, dev, info["score_stats"])
     served = tf.saved_model.load(os.path.join(work, "served"))
     out = served.serve(tf.constant(trial.sentences_a[:8]), tf.constant(trial.sentences_b[:8]))
-    related, logits = scores(model, pre, trial, np.arange(8), *info["score_stats"])
     mean, std = info["score_stats"]
+    related, logits = scores(model, pre, trial, np.arange(8), mean, std)
     result["served_max_abs_difference"] = float(max(
         np.max(np.abs(out["relatedness"].numpy()[:, 0] * std + mean - related)),
         np.max(np.abs(out["entailment"].numpy() - logits))))
@@ -299,10 +299,10 @@ def main():
     for seed in (int(s) for s in args.seeds.split(",")):
         result["runs"][f"seed={seed}"] = run_seed(args, seed, work)
         print(json.dumps({f"seed={seed}": result["runs"][f"seed={seed}"]}), flush=True)
+    trials = [run["trial"] for run in result["runs"].values()]
     result["trial_mean_std_over_seeds"] = {
-        key: [round(float(f(values)), 2) for f in (np.mean, np.std)]
-        for key in ("relatedness_spearman", "entailment_accuracy")
-        for values in [[run["trial"][key] for run in result["runs"].values()]]}
+        key: [round(float(f([trial[key] for trial in trials])), 2) for f in (np.mean, np.std)]
+        for key in ("relatedness_spearman", "entailment_accuracy")}
     rows = training_data_rows(args)
     result["setup"] = (f"SICK train ({len(rows)} of 4,500 pairs), {args.epochs} epochs, batch {args.batch_size} x {args.accumulate} "
                        f"accumulated, AdamW {args.learning_rate}, layer decay {args.layer_decay}, "
