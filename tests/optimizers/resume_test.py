@@ -42,7 +42,8 @@ def test_keras_file_read_in_a_fresh_process_continues_the_run(tmp_path):
         model.fit(case.X[24:], case.Y[24:], batch_size=case.BATCH, shuffle=False, verbose=0)
         references[f"{nesting}-{kind}"] = model
     # this checkout's keras_space, whatever is installed
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(HERE)))
+    root = os.path.dirname(os.path.dirname(HERE))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     out = subprocess.run([sys.executable, os.path.join(HERE, "_resume_case.py"), str(tmp_path)],
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
