@@ -35,8 +35,11 @@ Questions:
 - `finish_embeddings(backbone, token_embeddings, segment_ids, positions)`:
   the rest of the embedding stack (positions, segments, LayerNorm, dropout,
   projection).
-- `run_transformer(backbone, x, padding_mask)`: the Transformer layers in
-  call order and any final norm: the backbone's sequence output.
+- `run_transformer(backbone, x, padding_mask, before_layer=None)`: the
+  Transformer layers in call order and any final norm: the backbone's sequence
+  output (`before_layer` rewrites each layer call's input: deep prompts);
+  `num_layer_calls`, and `layer_inputs(backbone, token_ids)`: each call's input
+  on a token sequence alone (deep prompts' anchors).
 - `masked_lm_head(backbone)`, `causal_lm_logits(backbone, hidden)`: the
   language-model heads that verbalizers score label words with.
 - `transformer_layers(backbone)`: the distinct Transformer layers, in order.
@@ -48,6 +51,7 @@ Questions:
 """
 
 import keras
+import numpy as np
 
 
 def _families():
@@ -168,15 +172,43 @@ def _call_order(backbone):
     return layers
 
 
-def run_transformer(backbone, x, padding_mask):
-    """The backbone's sequence output from its first Transformer layer's input `x`."""
+def num_layer_calls(backbone):
+    """How many Transformer layer calls a forward pass makes (ALBERT: more than its layers)."""
+    return len(_call_order(backbone))
+
+
+def run_transformer(backbone, x, padding_mask, before_layer=None):
+    """The backbone's sequence output from its first Transformer layer's input `x`.
+
+    `before_layer(i, x)`, when given, returns the states that layer call `i` (0, 1, ...
+    `num_layer_calls - 1`) reads instead of `x` (deep prompts write theirs in there).
+    """
     causal = is_causal(backbone)
-    for layer in _call_order(backbone):
+    for i, layer in enumerate(_call_order(backbone)):
+        if before_layer is not None:
+            x = before_layer(i, x)
         if causal:
             x = layer(x, decoder_padding_mask=padding_mask)
         else:
             x = layer(x, padding_mask=padding_mask)
     return backbone.layer_norm(x) if causal else x
+
+
+def layer_inputs(backbone, token_ids):
+    """What each Transformer layer call reads when the backbone runs on `token_ids` alone
+    (a list of int ids, all real, from position 0; segment 0; inference): a list of
+    (len(token_ids), hidden_dim) numpy arrays, one per call."""
+    ids = keras.ops.convert_to_tensor(np.asarray(token_ids, "int32")[None])
+    segments = keras.ops.zeros_like(ids) if has_segment_ids(backbone) else None
+    x = finish_embeddings(backbone, embed_tokens(backbone, ids), segments)
+    seen = []
+
+    def record(i, states):
+        seen.append(np.asarray(keras.ops.convert_to_numpy(states))[0])
+        return states
+
+    run_transformer(backbone, x, keras.ops.ones_like(ids), before_layer=record)
+    return seen
 
 
 def causal_lm_logits(backbone, hidden):

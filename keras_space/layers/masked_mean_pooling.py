@@ -19,7 +19,7 @@ class MaskedMeanPooling(keras.layers.Layer):
     when both are given (`keras_space.utils.masking`); without either every
     position counts. Inputs must be rank 3 (a `ValueError` otherwise); a
     sequence of length 0 pools to zeros. A row with no real token pools to zeros. Sums run in
-    float32 under mixed precision.
+    float32 under mixed precision, and in float64 for float64 inputs.
 
     Call arguments:
         inputs: a tensor (batch, seq, dim), or a list of such tensors of the
@@ -51,18 +51,22 @@ class MaskedMeanPooling(keras.layers.Layer):
     def call(self, inputs, padding_mask=None, mask=None):
         tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         _check_shapes([t.shape for t in tensors])
-        x = ops.cast(tensors[0], "float32")
+        # summed in float32 at least (float16 / bfloat16 inputs), float64 inputs in float64
+        # (not keras.backend.result_type: on JAX it gives float32 for float64 and float32)
+        float64 = keras.backend.standardize_dtype(tensors[0].dtype) == "float64"
+        wide = "float64" if float64 else "float32"
+        x = ops.cast(tensors[0], wide)
         for t in tensors[1:]:
-            x = x + ops.cast(t, "float32")
+            x = x + ops.cast(t, wide)
         x = x / float(len(tensors))
         padding_mask = resolve_padding_mask(mask, padding_mask, x)
         if padding_mask is None:  # a length-0 sequence pools to zeros, as an all-padding row
-            pooled = ops.sum(x, axis=1) / ops.maximum(ops.cast(ops.shape(x)[1], "float32"), 1.0)
+            pooled = ops.sum(x, axis=1) / ops.maximum(ops.cast(ops.shape(x)[1], wide), 1.0)
         else:
             real = ops.expand_dims(padding_mask, -1)
             # a select, not x * mask: padded content may be NaN or inf
             total = ops.sum(ops.where(real, x, ops.zeros_like(x)), axis=1)
-            count = ops.sum(ops.cast(real, "float32"), axis=1)
+            count = ops.sum(ops.cast(real, wide), axis=1)
             pooled = total / ops.maximum(count, 1.0)
         return ops.cast(pooled, self.compute_dtype)
 
@@ -74,6 +78,9 @@ class MaskedMeanPooling(keras.layers.Layer):
 
     def compute_mask(self, inputs, mask=None, padding_mask=None):
         return None
+
+    def get_config(self):  # explicit: Keras's automatic one fails on a DTypePolicy argument
+        return super().get_config()
 
 
 def _check_shapes(shapes):

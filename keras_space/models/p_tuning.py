@@ -13,6 +13,7 @@ from keras_space.utils.masking import resolve_padding_mask
 
 HEADS = ("classification", "masked_lm", "causal_lm")
 POOLINGS = ("mean", "cls", "last")
+DEPTHS = ("shallow", "deep")
 
 
 @keras.saving.register_keras_serializable(package="keras_space")
@@ -167,6 +168,7 @@ def p_tuning_model(
     sequence_length=None,
     train_backbone=False,
     seed=None,
+    depth="shallow",
 ):
     """P-tune a keras-hub backbone: BERT family or GPT-2.
 
@@ -190,6 +192,14 @@ def p_tuning_model(
     token sees only what is before it, as the text does; the prefix sees no
     text), and subclasses of these.
     The model's inputs are the backbone's.
+
+    Deep prompts (`depth="deep"`, Liu et al. 2022, "P-Tuning v2"): before every
+    Transformer layer call after the first, the states at the prompt's positions
+    are replaced by that layer's own trainable prompt (layers named
+    `prompt_encoder_1`, `prompt_encoder_2`, ...), so the prompt steers every
+    layer, not only what the first one reads. On GPT-2 with anchor tokens, the
+    deep model starts out equal to the shallow one (a causal prefix's states
+    depend on the prefix alone).
 
     Heads:
         - `"classification"`: Dense(num_classes) on the padding-aware mean of
@@ -235,13 +245,23 @@ def p_tuning_model(
             backbone's position table when given (by the `PromptEncoder`).
             Defaults to `None`.
         train_backbone: bool, whether the backbone trains too. Defaults to `False`.
-        seed: seed of the prompt encoder's dropout. Defaults to `None`.
+        seed: seed of the prompt encoder's dropout (deep prompts: `seed + i` for layer
+            call `i`). Defaults to `None`.
+        depth: `"shallow"` (P-tuning: the prompt enters with the token embeddings)
+            or `"deep"` (P-tuning v2: also a prompt of its own at the input of
+            every further Transformer layer call, in the hidden space, written over
+            the prompt's positions: the virtual tokens' states in prefix mode, the
+            placeholders' in template mode). Deep prompts use the same `encoder`
+            choice per layer; `anchor_token_ids` initialise each layer's prompt
+            from the anchor tokens' states at that layer (the backbone run on the
+            anchors alone). Defaults to `"shallow"`.
 
     Returns:
         A `PTuningModel` (a functional `keras.Model`) taking the backbone's
         input dict (`token_ids`, `padding_mask`, and `segment_ids` where the
         backbone has them) and returning (batch, num_classes) logits. Its
-        `PromptEncoder` is the layer named `"prompt_encoder"`.
+        `PromptEncoder` is the layer named `"prompt_encoder"` (deep prompts add
+        `"prompt_encoder_1"`, ... one per further layer call).
 
     Example:
 
@@ -271,6 +291,8 @@ def p_tuning_model(
 
     References:
         - Liu et al., "GPT Understands, Too", https://arxiv.org/abs/2103.10385
+        - Liu et al., "P-Tuning v2: Prompt Tuning Can Be Comparable to Fine-tuning
+          Universally Across Scales and Tasks", https://arxiv.org/abs/2110.07602
     """
     _backbones.check_embedding_stack(backbone)
     validation.choice("head", head, HEADS)
@@ -313,22 +335,15 @@ def p_tuning_model(
                 f"`label_token_ids` and `mask_token_id` must be token ids below the vocabulary "
                 f"size {vocabulary}. Received: {outside} outside it"
             )
+    validation.choice("depth", depth, DEPTHS)
     prefix = placeholder_ids is None
     extra = num_virtual_tokens if prefix else 0
-    prompt = PromptEncoder(
-        num_virtual_tokens,
-        _backbones.embedding_dim(backbone),
-        encoder=encoder,
-        encoder_hidden_dim=encoder_hidden_dim,
-        dropout=dropout,
-        placeholder_ids=placeholder_ids,
-        max_sequence_length=_backbones.max_sequence_length(backbone),
+    prompts = _prompt_encoders(
+        backbone, depth, anchor_token_ids, num_virtual_tokens=num_virtual_tokens, encoder=encoder,
+        encoder_hidden_dim=encoder_hidden_dim, dropout=dropout, placeholder_ids=placeholder_ids,
         seed=seed,
-        dtype=backbone.dtype_policy,
-        name="prompt_encoder",
     )
-    if anchor_token_ids is not None:
-        prompt.initialize_from_tokens(_backbones.token_embedding(backbone), anchor_token_ids)
+    prompt = prompts[0]
 
     names = ["token_ids", "segment_ids", "padding_mask"]
     if not _backbones.has_segment_ids(backbone):
@@ -353,7 +368,14 @@ def p_tuning_model(
         full_mask = padding_mask
     positions = _RealPositions(name="real_positions")(full_mask)
     x = _backbones.finish_embeddings(backbone, tokens, segment_ids, positions)
-    x = _backbones.run_transformer(backbone, x, full_mask)
+
+    def write_in(i, states):  # deep prompts: layer call i reads prompt i at the prompt's positions
+        if i == 0:
+            return states
+        return prompts[i](states[:, extra:]) if prefix else prompts[i](states, token_ids)
+
+    x = _backbones.run_transformer(backbone, x, full_mask,
+                                 before_layer=write_in if depth == "deep" else None)
 
     if head == "classification":
         if pooling == "cls":
@@ -364,8 +386,10 @@ def p_tuning_model(
         else:
             # the text's tokens only: the prompt's states would weigh in as much as a
             # sentence of their length, and a frozen sentence encoder's mean is over the text
-            features = MaskedMeanPooling(name="mean_pooling")(x[:, extra:, :], padding_mask=padding_mask)
-        logits = keras.layers.Dense(num_classes, name="classifier")(features)
+            features = MaskedMeanPooling(dtype=backbone.dtype_policy, name="mean_pooling")(
+                x[:, extra:, :], padding_mask=padding_mask)
+        # in the backbone's dtype policy, as keras-hub's task heads
+        logits = keras.layers.Dense(num_classes, dtype=backbone.dtype_policy, name="classifier")(features)
     elif head == "masked_lm":
         if masked_lm_head is None:
             masked_lm_head = _backbones.masked_lm_head(backbone)
@@ -382,6 +406,33 @@ def p_tuning_model(
         logits = ops.take(vocab_logits[:, 0, :], ops.convert_to_tensor(list(label_token_ids)), axis=1)
     backbone.trainable = train_backbone  # last: a refused model leaves the backbone as it was
     return PTuningModel(inputs, logits, name="p_tuning_model")
+
+
+def _prompt_encoders(backbone, depth, anchor_token_ids, seed, **options):
+    """The prompt: one `PromptEncoder` in the token-embedding space ("prompt_encoder");
+    with depth="deep", also one per further Transformer layer call in the hidden space
+    ("prompt_encoder_1", ...), each with its own dropout seed. Anchor tokens initialise
+    the first from their embeddings and each deeper one from their states at that layer
+    (the backbone run on the anchor tokens alone)."""
+    calls = _backbones.num_layer_calls(backbone) if depth == "deep" else 1
+    prompts = [
+        PromptEncoder(
+            embedding_dim=_backbones.embedding_dim(backbone) if i == 0 else _backbones.hidden_dim(backbone),
+            max_sequence_length=_backbones.max_sequence_length(backbone),
+            seed=None if seed is None else seed + i,
+            dtype=backbone.dtype_policy,
+            name="prompt_encoder" if i == 0 else f"prompt_encoder_{i}",
+            **options,
+        )
+        for i in range(calls)
+    ]
+    if anchor_token_ids is not None:
+        prompts[0].initialize_from_tokens(_backbones.token_embedding(backbone), anchor_token_ids)
+        if calls > 1:
+            states = _backbones.layer_inputs(backbone, anchor_token_ids)
+            for prompt, table in zip(prompts[1:], states[1:], strict=True):
+                prompt.initialize_from_tokens(table, np.arange(len(table)))
+    return prompts
 
 
 @keras_space_export("keras_space.models.freeze_prompts")

@@ -26,6 +26,18 @@ def test_ignores_padding_exactly():
     np.testing.assert_array_equal(MaskedMeanPooling()(poisoned, padding_mask=MASK), got)
 
 
+def test_float64_layer_pools_in_float64():
+    """A float64 model's pooling keeps float64 (summed in float32 only at lower precision);
+    a DTypePolicy argument survives get_config."""
+    h = RNG.normal(size=(4, 7, 5))
+    layer = MaskedMeanPooling(dtype=keras.DTypePolicy("float64"))  # as a backbone's policy
+    layer = MaskedMeanPooling.from_config(layer.get_config())
+    got = layer(h, padding_mask=MASK)
+    assert keras.backend.standardize_dtype(got.dtype) == "float64"
+    # a sum of at most 7 terms and one division: a few float64 ulps
+    np.testing.assert_allclose(np.asarray(got), reference(h, MASK), rtol=1e-14, atol=1e-15)
+
+
 def test_first_last_average():
     got = MaskedMeanPooling()([H, H2], padding_mask=MASK.astype("int32"))
     np.testing.assert_allclose(got, reference((H + H2) / 2, MASK), rtol=1e-5, atol=1e-6)
