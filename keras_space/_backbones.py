@@ -42,6 +42,7 @@ Questions:
   on a token sequence alone (deep prompts' anchors).
 - `masked_lm_head(backbone)`, `causal_lm_logits(backbone, hidden)`: the
   language-model heads that verbalizers score label words with.
+- `empty_cache`, `run_decoder_with_cache` (GPT-2): cached decoding, for generation.
 - `transformer_layers(backbone)`: the distinct Transformer layers, in order.
 - `sequence_output(backbone)`, `padding_mask_input(backbone)`: the
   functional backbone's last hidden states and padding-mask input.
@@ -209,6 +210,28 @@ def layer_inputs(backbone, token_ids):
 
     run_transformer(backbone, x, keras.ops.ones_like(ids), before_layer=record)
     return seen
+
+
+def empty_cache(backbone, batch_size, length, dtype):
+    """GPT-2: a zero key/value cache (batch, layers, 2, length, heads, head width)."""
+    heads = backbone.num_heads
+    shape = (batch_size, backbone.num_layers, 2, length, heads, backbone.hidden_dim // heads)
+    return keras.ops.zeros(shape, dtype=dtype)
+
+
+def run_decoder_with_cache(backbone, x, cache, index, before_layer=None):
+    """GPT-2: the decoder layers on the states `x` of positions `index`, `index + 1`, ...,
+    attending to the cache (their own keys and values written into it at `index`).
+    Returns (the final-normed states, the new cache); `before_layer` as in
+    `run_transformer`."""
+    caches = []
+    for i, layer in enumerate(backbone.transformer_layers):
+        if before_layer is not None:
+            x = before_layer(i, x)
+        x, layer_cache = layer(x, self_attention_cache=cache[:, i, ...],
+                               self_attention_cache_update_index=index)
+        caches.append(layer_cache)
+    return backbone.layer_norm(x), keras.ops.stack(caches, axis=1)
 
 
 def causal_lm_logits(backbone, hidden):

@@ -8,5 +8,6 @@ from keras_space.models.p_tuning import (
     freeze_prompts,
     p_tuning_model,
 )
+from keras_space.models.p_tuning_causal_lm import PTuningCausalLM
 from keras_space.models.sentence_encoder import encode_texts, sentence_encoder
 from keras_space.models.serving import export_for_serving
