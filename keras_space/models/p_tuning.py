@@ -295,10 +295,34 @@ def p_tuning_model(
           Universally Across Scales and Tasks", https://arxiv.org/abs/2110.07602
     """
     _backbones.check_embedding_stack(backbone)
-    validation.choice("head", head, HEADS)
-    validation.choice("pooling", pooling, POOLINGS)
     validation.positive_int("sequence_length", sequence_length, allow_none=True)
     train_backbone = validation.strict_bool("train_backbone", train_backbone)
+    label_token_ids = _check_head(backbone, head, pooling, num_classes, label_token_ids,
+                                  mask_token_id, masked_lm_head)
+    validation.choice("depth", depth, DEPTHS)
+    prompts = _prompt_encoders(
+        backbone, depth, anchor_token_ids, num_virtual_tokens=num_virtual_tokens, encoder=encoder,
+        encoder_hidden_dim=encoder_hidden_dim, dropout=dropout, placeholder_ids=placeholder_ids,
+        seed=seed,
+    )
+    inputs = _backbone_inputs(backbone, sequence_length)
+    token_ids = _CheckedTokenIds(_backbones.vocabulary_size(backbone))(inputs["token_ids"])
+    x = _prompted_states(backbone, prompts, token_ids, inputs.get("segment_ids"),
+                         inputs["padding_mask"], depth)
+    extra = num_virtual_tokens if placeholder_ids is None else 0  # the text starts there
+    if head == "classification":
+        logits = _classifier(backbone, x, inputs["padding_mask"], extra, pooling, num_classes)
+    else:
+        logits = _verbalizer(backbone, x, token_ids, inputs["padding_mask"], extra, head,
+                             label_token_ids, mask_token_id, masked_lm_head)
+    backbone.trainable = train_backbone  # last: a refused model leaves the backbone as it was
+    return PTuningModel(inputs, logits, name="p_tuning_model")
+
+
+def _check_head(backbone, head, pooling, num_classes, label_token_ids, mask_token_id, masked_lm_head):
+    """Refuse a head that does not fit the backbone; returns the label words as a list."""
+    validation.choice("head", head, HEADS)
+    validation.choice("pooling", pooling, POOLINGS)
     causal = _backbones.is_causal(backbone)
     kind = type(backbone).__name__
     if head == "masked_lm" and causal:
@@ -319,50 +343,47 @@ def p_tuning_model(
                 f"`pooling='cls'` reads the first token, which on the causal {kind} sees "
                 "nothing after itself: use pooling='last' or 'mean'. Received: pooling='cls'"
             )
-    else:
-        label_token_ids = validation.int_sequence("label_token_ids", label_token_ids, minimum=0)
-        validation.non_negative_int("mask_token_id", mask_token_id, allow_none=causal)
-        if masked_lm_head is not None and causal:
-            raise ValueError(
-                "`masked_lm_head` is for head='masked_lm'; the causal head is the backbone's "
-                f"tied token embedding. Received: masked_lm_head={masked_lm_head!r}"
-            )
-        vocabulary = _backbones.vocabulary_size(backbone)
-        ids = label_token_ids + ([] if mask_token_id is None else [mask_token_id])
-        outside = [i for i in ids if i >= vocabulary]
-        if outside:
-            raise ValueError(
-                f"`label_token_ids` and `mask_token_id` must be token ids below the vocabulary "
-                f"size {vocabulary}. Received: {outside} outside it"
-            )
-    validation.choice("depth", depth, DEPTHS)
-    prefix = placeholder_ids is None
-    extra = num_virtual_tokens if prefix else 0
-    prompts = _prompt_encoders(
-        backbone, depth, anchor_token_ids, num_virtual_tokens=num_virtual_tokens, encoder=encoder,
-        encoder_hidden_dim=encoder_hidden_dim, dropout=dropout, placeholder_ids=placeholder_ids,
-        seed=seed,
-    )
-    prompt = prompts[0]
+        return label_token_ids
+    label_token_ids = validation.int_sequence("label_token_ids", label_token_ids, minimum=0)
+    validation.non_negative_int("mask_token_id", mask_token_id, allow_none=causal)
+    if masked_lm_head is not None and causal:
+        raise ValueError(
+            "`masked_lm_head` is for head='masked_lm'; the causal head is the backbone's "
+            f"tied token embedding. Received: masked_lm_head={masked_lm_head!r}"
+        )
+    vocabulary = _backbones.vocabulary_size(backbone)
+    ids = label_token_ids + ([] if mask_token_id is None else [mask_token_id])
+    outside = [i for i in ids if i >= vocabulary]
+    if outside:
+        raise ValueError(
+            f"`label_token_ids` and `mask_token_id` must be token ids below the vocabulary "
+            f"size {vocabulary}. Received: {outside} outside it"
+        )
+    return label_token_ids
 
+
+def _backbone_inputs(backbone, sequence_length):
+    """The backbone's inputs: token ids, segment ids where it has them, padding mask."""
     names = ["token_ids", "segment_ids", "padding_mask"]
     if not _backbones.has_segment_ids(backbone):
         names.remove("segment_ids")
-    inputs = {name: keras.Input((sequence_length,), dtype="int32", name=name) for name in names}
-    token_ids = inputs["token_ids"]
-    segment_ids = inputs.get("segment_ids")
-    padding_mask = inputs["padding_mask"]
-    token_ids = _CheckedTokenIds(_backbones.vocabulary_size(backbone))(token_ids)
+    return {name: keras.Input((sequence_length,), dtype="int32", name=name) for name in names}
+
+
+def _prompted_states(backbone, prompts, token_ids, segment_ids, padding_mask, depth):
+    """The backbone's sequence output with the prompt spliced in: prepended (prefix mode:
+    the mask and segment ids extended) or over the placeholders (template mode); deep
+    prompts written over the same positions before every further layer call."""
+    prompt = prompts[0]
+    prefix = prompt.placeholder_ids is None
     tokens = _backbones.embed_tokens(backbone, token_ids)
     if prefix:
+        n = prompt.num_virtual_tokens
         tokens = prompt(tokens)
         full_mask = prompt.extend_padding_mask(padding_mask)
         if segment_ids is not None:
             segment_ids = ops.concatenate(
-                [ops.zeros_like(segment_ids[:, :1]) * ops.ones((1, num_virtual_tokens), "int32"),
-                 segment_ids],
-                axis=1,
-            )
+                [ops.zeros_like(segment_ids[:, :1]) * ops.ones((1, n), "int32"), segment_ids], axis=1)
     else:
         tokens = prompt(tokens, token_ids)
         full_mask = padding_mask
@@ -372,25 +393,32 @@ def p_tuning_model(
     def write_in(i, states):  # deep prompts: layer call i reads prompt i at the prompt's positions
         if i == 0:
             return states
-        return prompts[i](states[:, extra:]) if prefix else prompts[i](states, token_ids)
+        return prompts[i](states[:, n:]) if prefix else prompts[i](states, token_ids)
 
-    x = _backbones.run_transformer(backbone, x, full_mask,
-                                 before_layer=write_in if depth == "deep" else None)
+    return _backbones.run_transformer(backbone, x, full_mask,
+                                      before_layer=write_in if depth == "deep" else None)
 
-    if head == "classification":
-        if pooling == "cls":
-            features = x[:, extra, :]
-        elif pooling == "last":
-            last = _LastRealPosition(extra, name="last_position")(padding_mask)
-            features = _gather_positions(x, last)[:, 0, :]
-        else:
-            # the text's tokens only: the prompt's states would weigh in as much as a
-            # sentence of their length, and a frozen sentence encoder's mean is over the text
-            features = MaskedMeanPooling(dtype=backbone.dtype_policy, name="mean_pooling")(
-                x[:, extra:, :], padding_mask=padding_mask)
-        # in the backbone's dtype policy, as keras-hub's task heads
-        logits = keras.layers.Dense(num_classes, dtype=backbone.dtype_policy, name="classifier")(features)
-    elif head == "masked_lm":
+
+def _classifier(backbone, x, padding_mask, extra, pooling, num_classes):
+    """Dense(num_classes) on the pooled text states (the text starts at `extra`)."""
+    if pooling == "cls":
+        features = x[:, extra, :]
+    elif pooling == "last":
+        last = _LastRealPosition(extra, name="last_position")(padding_mask)
+        features = _gather_positions(x, last)[:, 0, :]
+    else:
+        # the text's tokens only: the prompt's states would weigh in as much as a
+        # sentence of their length, and a frozen sentence encoder's mean is over the text
+        features = MaskedMeanPooling(dtype=backbone.dtype_policy, name="mean_pooling")(
+            x[:, extra:, :], padding_mask=padding_mask)
+    # in the backbone's dtype policy, as keras-hub's task heads
+    return keras.layers.Dense(num_classes, dtype=backbone.dtype_policy, name="classifier")(features)
+
+
+def _verbalizer(backbone, x, token_ids, padding_mask, extra, head, label_token_ids, mask_token_id,
+                masked_lm_head):
+    """The language-model head's logits of the label words at the scored position."""
+    if head == "masked_lm":
         if masked_lm_head is None:
             masked_lm_head = _backbones.masked_lm_head(backbone)
         masked_lm_head.trainable = True
@@ -402,10 +430,7 @@ def p_tuning_model(
         else:
             position = _MaskPosition(mask_token_id, extra - 1, name="mask_position")(token_ids)
         vocab_logits = _backbones.causal_lm_logits(backbone, _gather_positions(x, position))
-    if head != "classification":  # the verbalizer: one label word per class
-        logits = ops.take(vocab_logits[:, 0, :], ops.convert_to_tensor(list(label_token_ids)), axis=1)
-    backbone.trainable = train_backbone  # last: a refused model leaves the backbone as it was
-    return PTuningModel(inputs, logits, name="p_tuning_model")
+    return ops.take(vocab_logits[:, 0, :], ops.convert_to_tensor(list(label_token_ids)), axis=1)
 
 
 def _prompt_encoders(backbone, depth, anchor_token_ids, seed, **options):
