@@ -137,14 +137,15 @@ class PTuningModel(keras.Model):
     creates its attention and feed-forward layers in `build()`), and those
     sublayers then come back trainable, so a reloaded frozen backbone would
     train and the saved optimizer state would not fit. The constructor
-    re-applies every layer's `trainable=False` to its sublayers (through
-    `True` first: on the TensorFlow backend, assigning an attribute the value
-    it already holds is skipped, setter included).
+    re-applies each frozen layer's `trainable=False`, which Keras's setter
+    passes down to every sublayer (through `True` first: on the TensorFlow
+    backend, assigning an attribute the value it already holds is skipped,
+    setter included).
     """
 
     def __init__(self, inputs, outputs, name=None, **kwargs):
         super().__init__(inputs, outputs, name=name, **kwargs)
-        for layer in self._flatten_layers(include_self=False):
+        for layer in self.layers:
             if not layer.trainable:
                 layer.trainable = True
                 layer.trainable = False
