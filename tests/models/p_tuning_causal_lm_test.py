@@ -74,13 +74,16 @@ def test_greedy_generation_with_the_cache_equals_recomputing_every_step(depth, m
     out = lm.generate(TEXTS, max_length=9)
     assert len(calls) == len(lm.prompts)  # once each, not once per token
     monkeypatch.undo()
-    for row in range(len(TEXTS["token_ids"])):
-        seq = list(TEXTS["token_ids"][row, TEXTS["padding_mask"][row] == 1])
-        while len(seq) < 9:  # the whole prompted sequence again, every step
-            logits = np.asarray(lm({"token_ids": np.array([seq], "int32"),
-                                    "padding_mask": np.ones((1, len(seq)), "int32")}))
-            seq.append(int(logits[0, -1].argmax()))
-        assert out["token_ids"][row].tolist() == seq, row
+    # the whole prompted sequences again, every step (padded to one length: one compile on JAX)
+    seqs = [list(ids[m == 1]) for ids, m in zip(TEXTS["token_ids"], TEXTS["padding_mask"], strict=True)]
+    while min(map(len, seqs)) < 9:
+        ids = np.array([s + [0] * (9 - len(s)) for s in seqs], "int32")
+        mask = np.array([[1] * len(s) + [0] * (9 - len(s)) for s in seqs], "int32")
+        logits = np.asarray(lm({"token_ids": ids, "padding_mask": mask}))
+        for row, s in enumerate(seqs):
+            if len(s) < 9:
+                s.append(int(logits[row, len(s) - 1].argmax()))
+    assert out["token_ids"].tolist() == seqs
     np.testing.assert_array_equal(out["padding_mask"], np.ones((3, 9), bool))
     # a stop token ends a row's mask after it (not in the text)
     stop = int(out["token_ids"][0, 4])
