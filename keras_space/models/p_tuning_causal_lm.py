@@ -1,6 +1,7 @@
 """PTuningCausalLM: GPT-2 with trainable virtual tokens that generates text."""
 
 import contextlib
+import weakref
 
 import keras
 from keras import ops
@@ -9,6 +10,9 @@ from keras_space import _backbones
 from keras_space.api_export import keras_space_export
 from keras_space.models.p_tuning import DEPTHS, _ones_and_zeros, _prompt_encoders
 from keras_space.utils import validation
+
+# model -> {(id(sampler), stop ids): (sampler, compiled generate function)}
+_GENERATE_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 @keras_space_export("keras_space.models.PTuningCausalLM")
@@ -163,7 +167,11 @@ class PTuningCausalLM(keras.Model):
         token_ids = np.pad(token_ids, ((0, 0), (0, pad)))
         mask = np.pad(mask, ((0, 0), (0, pad)))
         validation.all_token_ids("token_ids", token_ids, _backbones.vocabulary_size(self.backbone))
-        sampler = keras_hub.samplers.get(sampler)
+        if isinstance(sampler, str):  # one sampler object per name and model: compiled once
+            named = _GENERATE_FUNCTIONS.setdefault(self, {})
+            sampler = named.setdefault(("name", sampler), keras_hub.samplers.get(sampler))
+        else:
+            sampler = keras_hub.samplers.get(sampler)
         if stop_token_ids is not None:
             stop_token_ids = tuple(validation.int_sequence("stop_token_ids", stop_token_ids, minimum=0))
 
@@ -193,21 +201,64 @@ class PTuningCausalLM(keras.Model):
         return jax.enable_x64(False)
 
     def _generate(self, token_ids, mask, sampler, stop_token_ids):
+        """The generated ids (numpy), by a function compiled once per sampler and stop ids
+        (`tf.function`, or `jax.jit` over the variables' values, as keras-hub compiles its
+        own `generate`)."""
         import numpy as np
 
-        batch = token_ids.shape[0]
-        cache = self._prompt_cache(batch, self.num_virtual_tokens + token_ids.shape[1])
-        _, hidden, cache = self._cached_step(ops.convert_to_tensor(token_ids), cache, 0)
+        functions = _GENERATE_FUNCTIONS.setdefault(self, {})
+        key = (id(sampler), stop_token_ids)
+        if key not in functions:  # (the sampler is kept with its function: ids stay unique)
+            functions[key] = (sampler, self._compiled_generate(sampler, stop_token_ids))
+        generated = functions[key][1](ops.convert_to_tensor(token_ids), ops.convert_to_tensor(mask))
+        return np.asarray(ops.convert_to_numpy(generated))
+
+    def _generate_step(self, token_ids, mask, sampler, stop_token_ids):
+        batch, length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
+        cache = self._prompt_cache(batch, self.num_virtual_tokens + length)
+        _, hidden, cache = self._cached_step(token_ids, cache, 0)
 
         def next(prompt, cache, index):  # the state of token index - 1 predicts token index
             logits, hidden, cache = self._cached_step(
                 ops.slice(prompt, [0, index - 1], [batch, 1]), cache, index - 1)
             return ops.squeeze(logits, axis=1), ops.squeeze(hidden, axis=1), cache
 
-        generated = sampler(next=next, prompt=ops.convert_to_tensor(token_ids), cache=cache,
-                            index=int(mask.sum(1).min()), mask=ops.convert_to_tensor(mask),
-                            stop_token_ids=stop_token_ids, hidden_states=hidden, model=self)
-        return np.asarray(ops.convert_to_numpy(generated))
+        first = ops.min(ops.sum(ops.cast(mask, "int32"), axis=1))  # the first slot to fill
+        return sampler(next=next, prompt=token_ids, cache=cache, index=first, mask=mask,
+                       stop_token_ids=stop_token_ids, hidden_states=hidden, model=self)
+
+    def _compiled_generate(self, sampler, stop_token_ids):
+        def step(token_ids, mask):
+            return self._generate_step(token_ids, mask, sampler, stop_token_ids)
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            return tf.function(step, reduce_retracing=True)
+        import itertools
+
+        import jax
+
+        def stateless(token_ids, mask, state):
+            sampler_values, trainable, non_trainable = state
+            mapping = itertools.chain(zip(sampler.variables, sampler_values),
+                                      zip(self.trainable_variables, trainable),
+                                      zip(self.non_trainable_variables, non_trainable))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                generated = step(token_ids, mask)
+            return generated, [scope.get_current_value(v) for v in sampler.variables]
+
+        compiled = jax.jit(stateless)
+
+        def run(token_ids, mask):  # the sampler's seed state advances, as eagerly
+            state = tuple([v.value for v in variables] for variables in (
+                sampler.variables, self.trainable_variables, self.non_trainable_variables))
+            generated, sampler_values = compiled(token_ids, mask, state)
+            for variable, value in zip(sampler.variables, sampler_values, strict=True):
+                variable.assign(value)
+            return generated
+
+        return run
 
     # ------------------------------------------------------------- saving
     def get_config(self):
