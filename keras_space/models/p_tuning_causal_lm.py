@@ -11,7 +11,8 @@ from keras_space.api_export import keras_space_export
 from keras_space.models.p_tuning import DEPTHS, _ones_and_zeros, _prompt_encoders
 from keras_space.utils import validation
 
-# model -> {(id(sampler), stop ids): (sampler, compiled generate function)}
+# model -> {(id(sampler), stop ids): (sampler, its compiled generate function),
+#           ("name", sampler name): the sampler object that name stands for}
 _GENERATE_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
