@@ -242,9 +242,9 @@ class PTuningCausalLM(keras.Model):
 
         def stateless(token_ids, mask, state):
             sampler_values, trainable, non_trainable = state
-            mapping = itertools.chain(zip(sampler.variables, sampler_values),
-                                      zip(self.trainable_variables, trainable),
-                                      zip(self.non_trainable_variables, non_trainable))
+            mapping = itertools.chain(zip(sampler.variables, sampler_values, strict=True),
+                                      zip(self.trainable_variables, trainable, strict=True),
+                                      zip(self.non_trainable_variables, non_trainable, strict=True))
             with keras.StatelessScope(state_mapping=mapping) as scope:
                 generated = step(token_ids, mask)
             return generated, [scope.get_current_value(v) for v in sampler.variables]
