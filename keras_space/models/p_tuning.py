@@ -371,10 +371,11 @@ def _backbone_inputs(backbone, sequence_length):
     return {name: keras.Input((sequence_length,), dtype="int32", name=name) for name in names}
 
 
-def _prompted_states(backbone, prompts, token_ids, segment_ids, padding_mask, depth):
+def _prompted_states(backbone, prompts, token_ids, segment_ids, padding_mask, depth, positions=None):
     """The backbone's sequence output with the prompt spliced in: prepended (prefix mode:
     the mask and segment ids extended) or over the placeholders (template mode); deep
-    prompts written over the same positions before every further layer call."""
+    prompts written over the same positions before every further layer call. Positions
+    count real tokens only (`positions`: a `_RealPositions` layer; a new one by default)."""
     prompt = prompts[0]
     prefix = prompt.placeholder_ids is None
     tokens = _backbones.embed_tokens(backbone, token_ids)
@@ -388,7 +389,7 @@ def _prompted_states(backbone, prompts, token_ids, segment_ids, padding_mask, de
     else:
         tokens = prompt(tokens, token_ids)
         full_mask = padding_mask
-    positions = _RealPositions(name="real_positions")(full_mask)
+    positions = (positions or _RealPositions(name="real_positions"))(full_mask)
     x = _backbones.finish_embeddings(backbone, tokens, segment_ids, positions)
 
     def write_in(i, states):  # deep prompts: layer call i reads prompt i at the prompt's positions

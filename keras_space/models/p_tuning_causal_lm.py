@@ -8,7 +8,12 @@ from keras import ops
 
 from keras_space import _backbones
 from keras_space.api_export import keras_space_export
-from keras_space.models.p_tuning import DEPTHS, _ones_and_zeros, _prompt_encoders
+from keras_space.models.p_tuning import (
+    DEPTHS,
+    _prompt_encoders,
+    _prompted_states,
+    _RealPositions,
+)
 from keras_space.utils import validation
 
 # model -> {(id(sampler), stop ids): (sampler, its compiled generate function),
@@ -75,26 +80,18 @@ class PTuningCausalLM(keras.Model):
             if not prompt.built:
                 prompt.build((None, None, prompt.embedding_dim))
         self.num_virtual_tokens = self.prompts[0].num_virtual_tokens
+        self.positions = _RealPositions(name="real_positions")
         backbone.trainable = False
 
     # ------------------------------------------------------------ forward
-    def _write_in(self, prompts):
-        """Deep prompts: layer call i >= 1 reads `prompts(i, states)` at the prompt's positions."""
-        if self.depth != "deep":
-            return None
-        return lambda i, states: states if i == 0 else prompts(i, states)
 
-    def call(self, inputs, training=None):
-        backbone, n = self.backbone, self.num_virtual_tokens
+    def call(self, inputs):
+        backbone = self.backbone
         token_ids = validation.all_token_ids("token_ids", inputs["token_ids"],
                                              _backbones.vocabulary_size(backbone))
-        tokens = self.prompts[0](_backbones.embed_tokens(backbone, token_ids), training=training)
-        mask = self.prompts[0].extend_padding_mask(inputs["padding_mask"])
-        positions = ops.maximum(ops.cumsum(_ones_and_zeros(mask), axis=1) - 1, 0)  # real tokens only
-        x = _backbones.finish_embeddings(backbone, tokens, None, positions)
-        write_in = self._write_in(lambda i, states: self.prompts[i](states[:, n:], training=training))
-        x = _backbones.run_transformer(backbone, x, mask, before_layer=write_in)
-        return _backbones.causal_lm_logits(backbone, x[:, n:])
+        x = _prompted_states(backbone, self.prompts, token_ids, None, inputs["padding_mask"],
+                             self.depth, self.positions)
+        return _backbones.causal_lm_logits(backbone, x[:, self.num_virtual_tokens:])
 
     # --------------------------------------------------------- generation
     def _cached_step(self, token_ids, cache, index):
@@ -119,8 +116,9 @@ class PTuningCausalLM(keras.Model):
         cache = _backbones.empty_cache(backbone, batch_size, length, backbone.compute_dtype)
         positions = ops.broadcast_to(ops.arange(n, dtype="int32")[None], (batch_size, n))
         x = _backbones.finish_embeddings(backbone, prompt(0), None, positions)
-        _, cache = _backbones.run_decoder_with_cache(backbone, x, cache, 0,
-                                                     before_layer=self._write_in(lambda i, _: prompt(i)))
+        deep = self.depth == "deep"  # each further layer reads its own prompt there
+        _, cache = _backbones.run_decoder_with_cache(
+            backbone, x, cache, 0, before_layer=(lambda i, s: s if i == 0 else prompt(i)) if deep else None)
         return cache
 
     def generate(self, inputs, max_length=None, sampler="greedy", stop_token_ids=None):
