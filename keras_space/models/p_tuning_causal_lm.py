@@ -72,6 +72,8 @@ class PTuningCausalLM(keras.Model):
         self.backbone = backbone
         self.options = dict(num_virtual_tokens=num_virtual_tokens, encoder=encoder,
                             encoder_hidden_dim=encoder_hidden_dim, dropout=dropout)
+        if anchor_token_ids is not None:  # plain ints in the config (numpy arrays too)
+            anchor_token_ids = validation.int_sequence("anchor_token_ids", anchor_token_ids, minimum=0)
         self.anchor_token_ids = anchor_token_ids
         self.seed = seed
         self.prompts = _prompt_encoders(backbone, depth, anchor_token_ids, seed,

@@ -133,7 +133,7 @@ def test_a_prompt_alone_teaches_a_frozen_gpt2_to_continue_a_pattern():
 
 def test_reload_keeps_the_prompt_and_the_backbone_frozen(tmp_path):
     lm = PTuningCausalLM(small_backbone("gpt2"), num_virtual_tokens=2, depth="deep",
-                         anchor_token_ids=[5, 6])
+                         anchor_token_ids=np.array([5, 6]))  # numpy ids are accepted
     randomise(lm, seed=4)
     before = np.asarray(lm(TEXTS))
     path = str(tmp_path / "lm.keras")
