@@ -469,14 +469,18 @@ def freeze_prompts(model):
     The returned model shares all other layers with `model`, has no prompt
     encoder weights, and gives the same outputs bit for bit in inference. Save
     it (`.keras` or `model.export()`) for serving; keep saving `model` itself to
-    resume training (its `.keras` file holds the encoder).
+    resume training (its `.keras` file holds the encoder). A `PTuningCausalLM`
+    gives a `PTuningCausalLM` on the same backbone whose prompts are plain
+    tables (it generates the same tokens).
     """
+    frozen_prompts = getattr(model, "_frozen_prompts", None)  # PTuningCausalLM
+    if frozen_prompts is not None:
+        return frozen_prompts()
 
     def clone(layer):
         return layer.freeze() if isinstance(layer, PromptEncoder) else layer
 
-    frozen = keras.models.clone_model(model, clone_function=clone)
-    return frozen
+    return keras.models.clone_model(model, clone_function=clone)
 
 
 @keras_space_export("keras_space.models.apply_prompt_template")

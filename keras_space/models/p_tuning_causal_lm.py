@@ -261,6 +261,15 @@ class PTuningCausalLM(keras.Model):
 
         return run
 
+    def _frozen_prompts(self):
+        """`freeze_prompts(self)`: the same model with every prompt a plain, frozen table."""
+        options = dict(self.options, encoder="none", encoder_hidden_dim=None, dropout=0.0)
+        frozen = type(self)(self.backbone, depth=self.depth, **options)
+        for mine, theirs in zip(frozen.prompts, self.prompts, strict=True):
+            mine.prompt_table.assign(ops.convert_to_numpy(theirs.prompt_embeddings(training=False)))
+            mine.trainable = False
+        return frozen
+
     # ------------------------------------------------------------- saving
     def get_config(self):
         config = super().get_config()

@@ -12,7 +12,7 @@ import keras_hub
 import numpy as np
 import pytest
 
-from keras_space.models import PTuningCausalLM
+from keras_space.models import PTuningCausalLM, freeze_prompts
 from tests.backend import BACKEND
 from tests.models.p_tuning_backbones_test import prefixed, rows, small_backbone
 from tests.models.p_tuning_deep_test import hand_states
@@ -131,7 +131,7 @@ def test_a_prompt_alone_teaches_a_frozen_gpt2_to_continue_a_pattern():
         np.testing.assert_array_equal(np.asarray(after), before)
 
 
-def test_reload_keeps_the_prompt_and_the_backbone_frozen(tmp_path):
+def test_reload_and_freeze_prompts_keep_the_prompt_and_the_backbone_frozen(tmp_path):
     lm = PTuningCausalLM(small_backbone("gpt2"), num_virtual_tokens=2, depth="deep",
                          anchor_token_ids=np.array([5, 6]))  # numpy ids are accepted
     randomise(lm, seed=4)
@@ -143,8 +143,14 @@ def test_reload_keeps_the_prompt_and_the_backbone_frozen(tmp_path):
     trainable = [w.path for w in lm.trainable_weights]
     assert trainable and all(p.startswith("prompt_encoder") for p in trainable)
     assert [w.path for w in loaded.trainable_weights] == trainable
-    np.testing.assert_array_equal(loaded.generate(TEXTS, max_length=8)["token_ids"],
-                                  lm.generate(TEXTS, max_length=8)["token_ids"])
+    generated = lm.generate(TEXTS, max_length=8)["token_ids"]
+    np.testing.assert_array_equal(loaded.generate(TEXTS, max_length=8)["token_ids"], generated)
+    # freeze_prompts: plain tables, bit-identical logits, the same tokens, nothing trainable
+    frozen = freeze_prompts(lm)
+    assert isinstance(frozen, PTuningCausalLM) and not frozen.trainable_weights
+    assert all(p.encoder == "none" for p in frozen.prompts)
+    np.testing.assert_array_equal(np.asarray(frozen(TEXTS)), before)
+    np.testing.assert_array_equal(frozen.generate(TEXTS, max_length=8)["token_ids"], generated)
 
 
 def test_bad_inputs_are_refused_naming_them():
