@@ -171,6 +171,8 @@ def test_bad_inputs_are_refused_naming_them():
             wide.generate(TEXTS, max_length=6)
     else:
         assert wide.generate(TEXTS, max_length=6)["token_ids"].shape == (3, 6)
+    with pytest.raises(ValueError, match=r"supported: .*Received: backbone=Sequential"):
+        PTuningCausalLM(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
     with pytest.raises(ValueError, match=r"causal.*BertBackbone"):
         PTuningCausalLM(small_backbone("bert"))
     with pytest.raises(ValueError, match="depth"):

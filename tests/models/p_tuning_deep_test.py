@@ -203,6 +203,9 @@ def test_deep_prompts_freeze_and_reload_with_the_backbone_frozen(kind, tmp_path)
 
 
 def test_bad_depth_is_refused_naming_it():
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"supported: .*Received: backbone=Sequential"):
+        p_tuning_model(plain, num_classes=2, depth="deep")  # a backbone the adapter does not know
     with pytest.raises(ValueError, match=r"depth.*'wide'"):
         p_tuning_model(small_backbone("bert"), num_classes=2, depth="wide")
     with pytest.raises(ValueError, match="depth"):
