@@ -20,7 +20,8 @@ Methods, all on the same examples, one seed = one draw of the training set:
     [cos(a, b), cos("not" a, b)]);
   - P-tuning: `p_tuning_model` with its defaults (16 virtual tokens, prefix,
     a Dense head on the mean-pooled states), each prompt encoder, backbone
-    frozen; AdamW 3e-3, 20 epochs of batch 16; for pairs also each sentence
+    frozen; AdamW 3e-3, 20 epochs of batch 16; the same with deep prompts
+    (`depth="deep"`, P-tuning v2: a prompt at every layer); for pairs also each sentence
     prompted alone with a Dense head on [u, v, |u-v|, u*v] (the match of the
     second probe), and the similarity verbalizer: the encoder's own head,
     cosine similarity, read as [cos(a, b), cos(P a, b)] with P one virtual
@@ -148,9 +149,10 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
 
         return probe(features(*texts), features(*test_texts))
 
-    def p_tuning(encoder_name):
+    def p_tuning(encoder_name, depth="shallow"):
         backbone = keras_hub.models.BertBackbone.from_preset(path)
-        model = p_tuning_model(backbone, num_classes=num_classes, encoder=encoder_name, seed=seed)
+        model = p_tuning_model(backbone, num_classes=num_classes, encoder=encoder_name, seed=seed,
+                               depth=depth)
         return fit_and_score(model, x, y, x_test, y_test, 3e-3, epochs)
 
     def siamese_p_tuning():
@@ -216,6 +218,7 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
         out["linear probe ([u, v, |u-v|, u*v])"] = sbert_probe
     for name in ENCODERS:
         out[f"P-tuning, {name} encoder"] = lambda name=name: p_tuning(name)
+    out["P-tuning v2, deep prompts, mlp encoder"] = lambda: p_tuning("mlp", depth="deep")
     if pairs:
         out["P-tuning, mlp, each sentence alone"] = siamese_p_tuning
         out["linear probe (cos(a, b), cos('not' a, b))"] = similarity_probe
