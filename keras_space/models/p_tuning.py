@@ -300,7 +300,6 @@ def p_tuning_model(
     train_backbone = validation.strict_bool("train_backbone", train_backbone)
     label_token_ids = _check_head(backbone, head, pooling, num_classes, label_token_ids,
                                   mask_token_id, masked_lm_head)
-    validation.choice("depth", depth, DEPTHS)
     prompts = _prompt_encoders(
         backbone, depth, anchor_token_ids, num_virtual_tokens=num_virtual_tokens, encoder=encoder,
         encoder_hidden_dim=encoder_hidden_dim, dropout=dropout, placeholder_ids=placeholder_ids,
@@ -389,7 +388,9 @@ def _prompted_states(backbone, prompts, token_ids, segment_ids, padding_mask, de
     else:
         tokens = prompt(tokens, token_ids)
         full_mask = padding_mask
-    positions = (positions or _RealPositions(name="real_positions"))(full_mask)
+    if positions is None:
+        positions = _RealPositions(name="real_positions")
+    positions = positions(full_mask)
     x = _backbones.finish_embeddings(backbone, tokens, segment_ids, positions)
 
     def write_in(i, states):  # deep prompts: layer call i reads prompt i at the prompt's positions
@@ -441,6 +442,7 @@ def _prompt_encoders(backbone, depth, anchor_token_ids, seed, **options):
     ("prompt_encoder_1", ...), each with its own dropout seed. Anchor tokens initialise
     the first from their embeddings and each deeper one from their states at that layer
     (the backbone run on the anchor tokens alone)."""
+    validation.choice("depth", depth, DEPTHS)
     calls = _backbones.num_layer_calls(backbone) if depth == "deep" else 1
     prompts = [
         PromptEncoder(

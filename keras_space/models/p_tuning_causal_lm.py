@@ -9,7 +9,6 @@ from keras import ops
 from keras_space import _backbones
 from keras_space.api_export import keras_space_export
 from keras_space.models.p_tuning import (
-    DEPTHS,
     _prompt_encoders,
     _prompted_states,
     _RealPositions,
@@ -68,7 +67,6 @@ class PTuningCausalLM(keras.Model):
                 "`backbone` must be a causal language model (keras_hub.models.GPT2Backbone) to "
                 "generate text; for an encoder use p_tuning_model(..., head='masked_lm'). "
                 f"Received: backbone={type(backbone).__name__}")
-        self.depth = validation.choice("depth", depth, DEPTHS)
         self.backbone = backbone
         self.options = dict(num_virtual_tokens=num_virtual_tokens, encoder=encoder,
                             encoder_hidden_dim=encoder_hidden_dim, dropout=dropout)
@@ -77,7 +75,8 @@ class PTuningCausalLM(keras.Model):
         self.anchor_token_ids = anchor_token_ids
         self.seed = seed
         self.prompts = _prompt_encoders(backbone, depth, anchor_token_ids, seed,
-                                        placeholder_ids=None, **self.options)
+                                        placeholder_ids=None, **self.options)  # (checks depth)
+        self.depth = depth
         for prompt in self.prompts:  # generate() may come before any call
             if not prompt.built:
                 prompt.build((None, None, prompt.embedding_dim))
