@@ -71,13 +71,27 @@ def inputs_for(model, ids, mask):
     return x
 
 
-def randomise_prompt(model, seed):
-    """Every prompt-encoder weight random (the residual encoders' last layer starts at zero)."""
+def randomise_prompts(model, seed, scale=0.3):
+    """Every prompt-encoder weight random (the residual encoders' last layer starts at
+    zero); each layer call's prompt (numpy), in call order: "prompt_encoder", then deep
+    prompts' "prompt_encoder_1", ..."""
+    def call_index(layer):
+        return int(layer.name.rsplit("_", 1)[1]) if layer.name[-1].isdigit() else 0
+
     rng = np.random.default_rng(seed)
-    prompt = model.get_layer("prompt_encoder")
-    for w in prompt.weights:
-        w.assign(rng.normal(0, 0.3, w.shape).astype(w.dtype))
-    return np.asarray(prompt.prompt_embeddings())
+    prompts = []
+    for layer in sorted((la for la in model.layers if la.name.startswith("prompt_encoder")),
+                        key=call_index):
+        for w in layer.weights:
+            w.assign(rng.normal(0, scale, w.shape).astype(w.dtype))
+        prompts.append(np.asarray(layer.prompt_embeddings()))
+    return prompts
+
+
+def randomise_prompt(model, seed):
+    """The one prompt of a shallow model, randomised (`randomise_prompts`)."""
+    (prompt,) = randomise_prompts(model, seed)
+    return prompt
 
 
 def reference_states(backbone, prompt, ids, mask):

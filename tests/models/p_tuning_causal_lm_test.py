@@ -14,7 +14,12 @@ import pytest
 
 from keras_space.models import PTuningCausalLM, freeze_prompts
 from tests.backend import BACKEND
-from tests.models.p_tuning_backbones_test import prefixed, rows, small_backbone
+from tests.models.p_tuning_backbones_test import (
+    prefixed,
+    randomise_prompts,
+    rows,
+    small_backbone,
+)
 from tests.models.p_tuning_deep_test import hand_states
 
 pytestmark = pytest.mark.all_backends
@@ -25,11 +30,7 @@ TEXTS = {"token_ids": np.array([[5, 6, 7, 0], [8, 9, 0, 0], [10, 0, 0, 0]], "int
 
 def randomise(lm, seed):
     """Every prompt weight random; each layer call's prompt (None past the first when shallow)."""
-    rng = np.random.default_rng(seed)
-    for prompt in lm.prompts:
-        for w in prompt.weights:
-            w.assign(rng.normal(0, 0.5, w.shape).astype(w.dtype))
-    tables = [np.asarray(p.prompt_embeddings()) for p in lm.prompts]
+    tables = randomise_prompts(lm, seed, scale=0.5)
     return tables + [None] * (len(lm.backbone.transformer_layers) - len(tables))
 
 

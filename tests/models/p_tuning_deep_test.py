@@ -28,28 +28,12 @@ from tests.models.p_tuning_backbones_test import (
     inputs_for,
     mean_head,
     prefixed,
+    randomise_prompts,
     rows,
     small_backbone,
 )
 
 pytestmark = pytest.mark.all_backends
-
-
-def prompt_layers(model):
-    """The model's prompt encoders in layer-call order."""
-    layers = [layer for layer in model.layers if layer.name.startswith("prompt_encoder")]
-    return sorted(layers, key=lambda layer: int(layer.name.rsplit("_", 1)[1]) if layer.name[-1].isdigit() else 0)
-
-
-def randomise_prompts(model, seed):
-    """Every prompt weight random; each layer call's prompt (numpy, in the model's dtype)."""
-    rng = np.random.default_rng(seed)
-    prompts = []
-    for layer in prompt_layers(model):
-        for w in layer.weights:
-            w.assign(rng.normal(0, 0.3, w.shape).astype(w.dtype))
-        prompts.append(np.asarray(layer.prompt_embeddings()).astype(model.dtype))
-    return prompts
 
 
 def keras_hub_calls(backbone):
