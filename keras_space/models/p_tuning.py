@@ -8,10 +8,11 @@ from keras_space import _backbones
 from keras_space.api_export import keras_space_export
 from keras_space.layers.masked_mean_pooling import MaskedMeanPooling
 from keras_space.layers.prompt_encoder import PromptEncoder
+from keras_space.models import _lora as lora
 from keras_space.utils import validation
 from keras_space.utils.masking import resolve_padding_mask
 
-HEADS = ("classification", "masked_lm", "causal_lm")
+HEADS = ("classification", "similarity", "masked_lm", "causal_lm")
 POOLINGS = ("mean", "cls", "last")
 DEPTHS = ("shallow", "deep")
 
@@ -116,6 +117,27 @@ class _CheckedTokenIds(keras.layers.Layer):
         return {**super().get_config(), "vocabulary": self.vocabulary}
 
 
+@keras.saving.register_keras_serializable(package="keras_space")
+class _WithoutTokens(keras.layers.Layer):
+    """(token ids, padding mask) -> the mask with the positions of `token_ids` (a list of
+    ids: a template's placeholders) padded, so the backbone reads the row without them."""
+
+    def __init__(self, token_ids, **kwargs):
+        super().__init__(**kwargs)
+        self.token_ids = validation.int_sequence("token_ids", token_ids, minimum=0)
+
+    def call(self, ids, padding_mask):
+        dropped = ops.any(ops.equal(ids[..., None], ops.convert_to_tensor(self.token_ids, ids.dtype)),
+                          axis=-1)
+        return ops.where(dropped, 0, _ones_and_zeros(padding_mask))
+
+    def compute_output_spec(self, ids, padding_mask):
+        return keras.KerasTensor(padding_mask.shape, dtype="int32")
+
+    def get_config(self):
+        return {**super().get_config(), "token_ids": self.token_ids}
+
+
 def _ones_and_zeros(padding_mask):
     """A bool or 0/1 padding mask as int32 ones (real) and zeros (padding); a 2 is
     refused (the one mask rule, `resolve_padding_mask`)."""
@@ -141,6 +163,10 @@ class PTuningModel(keras.Model):
     passes down to every sublayer (through `True` first: on the TensorFlow
     backend, assigning an attribute the value it already holds is skipped,
     setter included).
+
+    With LoRA (`p_tuning_model(..., lora_rank=r)`), the LoRA factors are the only
+    trainable weights of the backbone, and they are saved and loaded as they are
+    (the frozen kernels too): see `keras_space.models._lora`.
     """
 
     def __init__(self, inputs, outputs, name=None, **kwargs):
@@ -149,6 +175,22 @@ class PTuningModel(keras.Model):
             if not layer.trainable:
                 layer.trainable = True
                 layer.trainable = False
+        lora.attach(self)  # after the flags above: they freeze the factors too
+
+    def get_config(self):
+        config = super().get_config()
+        lora_config = lora.config_of(self)
+        if lora_config is not None:
+            config["lora"] = lora_config
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        lora_config = config.pop("lora", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        lora.restore(model, lora_config)
+        return model
 
 
 @keras_space_export("keras_space.models.p_tuning_model")
@@ -170,6 +212,7 @@ def p_tuning_model(
     train_backbone=False,
     seed=None,
     depth="shallow",
+    lora_rank=None,
 ):
     """P-tune a keras-hub backbone: BERT family or GPT-2.
 
@@ -210,6 +253,19 @@ def p_tuning_model(
           what beats a linear probe), on the first
           text token (`"cls"`, encoders only) or on the last real token
           (`"last"`, the natural choice on GPT-2, which sees everything there).
+        - `"similarity"` (sentence pairs; the recipe that beats the probes on SICK
+          entailment): a sentence encoder's own head, cosine similarity, as the
+          verbalizer. The model takes two input dicts, `[first, second]`, and
+          reads two numbers, `[cos(a, b), cos(P a, b)]` (the layer named
+          `"similarities"`), into Dense(num_classes): `a` the first sentence
+          without the prompt (in template mode, its row with the placeholders
+          left out), `P a` with it, `b` the second sentence, each pooled as
+          `pooling` says. With one virtual token anchored at "not"
+          (`num_virtual_tokens=1, placeholder_ids=[slot],
+          anchor_token_ids=[not_id]`, rows `[CLS] [P] a [SEP]`), the prompt starts
+          as the hand-written "not", which moves a premise towards its
+          contradictions; start the head at a linear probe's solution on the
+          `"similarities"` (the P-tuning guide shows how).
         - `"masked_lm"` (encoders): PET/P-tuning style. The masked-LM head
           scores the `label_token_ids` (one label word per class) at the
           position of `mask_token_id`. Pass the backbone's pretrained head as
@@ -234,9 +290,10 @@ def p_tuning_model(
         placeholder_ids: passed to `PromptEncoder`. Defaults to `None` (prefix mode).
         anchor_token_ids: optional token ids whose embeddings initialise the
             virtual tokens (e.g. the ids of a hand-written prompt). Defaults to `None`.
-        head: `"classification"`, `"masked_lm"` or `"causal_lm"`. Defaults
-            to `"classification"`.
-        pooling: `"mean"`, `"cls"` or `"last"` (classification head). Defaults to `"mean"`.
+        head: `"classification"`, `"similarity"`, `"masked_lm"` or `"causal_lm"`.
+            Defaults to `"classification"`.
+        pooling: `"mean"`, `"cls"` or `"last"` (classification and similarity
+            heads). Defaults to `"mean"`.
         label_token_ids: one token id per class (language-model heads). Defaults to `None`.
         mask_token_id: the `[MASK]` id (masked-LM head, required) or the id of
             a slot token in the template (causal-LM head, optional); the first
@@ -256,11 +313,22 @@ def p_tuning_model(
             choice per layer; `anchor_token_ids` initialise each layer's prompt
             from the anchor tokens' states at that layer (the backbone run on the
             anchors alone). Defaults to `"shallow"`.
+        lora_rank: optional int > 0: also train a LoRA update of the backbone
+            (keras-hub's `backbone.enable_lora(lora_rank)`: rank-`lora_rank` factors
+            beside the query and value projections of every attention layer,
+            `W + A B`, `B` starting at zero, so the model starts out as without
+            LoRA). The factors train with the prompt and the head; everything else
+            of the backbone stays frozen (the projections' biases too, as in HF
+            PEFT's default). `.keras` files and `save_weights` keep the factors and
+            the frozen kernels apart, so a reloaded model resumes; `merge_lora`
+            gives the merged model for serving. Not with `train_backbone=True`.
+            Defaults to `None` (no LoRA).
 
     Returns:
         A `PTuningModel` (a functional `keras.Model`) taking the backbone's
         input dict (`token_ids`, `padding_mask`, and `segment_ids` where the
-        backbone has them) and returning (batch, num_classes) logits. Its
+        backbone has them; the similarity head: a list of two such dicts) and
+        returning (batch, num_classes) logits. Its
         `PromptEncoder` is the layer named `"prompt_encoder"` (deep prompts add
         `"prompt_encoder_1"`, ... one per further layer call).
 
@@ -298,6 +366,7 @@ def p_tuning_model(
     _backbones.check_embedding_stack(backbone)
     validation.positive_int("sequence_length", sequence_length, allow_none=True)
     train_backbone = validation.strict_bool("train_backbone", train_backbone)
+    _check_lora(backbone, lora_rank, train_backbone)
     label_token_ids = _check_head(backbone, head, pooling, num_classes, label_token_ids,
                                   mask_token_id, masked_lm_head)
     prompts = _prompt_encoders(
@@ -311,12 +380,33 @@ def p_tuning_model(
                          inputs["padding_mask"], depth)
     extra = num_virtual_tokens if placeholder_ids is None else 0  # the text starts there
     if head == "classification":
-        logits = _classifier(backbone, x, inputs["padding_mask"], extra, pooling, num_classes)
+        features = _pooled(backbone, x, inputs["padding_mask"], extra, pooling)
+        logits = _classifier(backbone, features, num_classes)
+    elif head == "similarity":
+        second = _backbone_inputs(backbone, sequence_length, prefix="second_")
+        logits = _similarity(backbone, x, token_ids, inputs, second, extra, pooling, num_classes,
+                             placeholder_ids)
+        inputs = [inputs, second]
     else:
         logits = _verbalizer(backbone, x, token_ids, inputs["padding_mask"], extra, head,
                              label_token_ids, mask_token_id, masked_lm_head)
-    backbone.trainable = train_backbone  # last: a refused model leaves the backbone as it was
+    # last: a refused model leaves the backbone as it was
+    if lora_rank is not None:
+        backbone.enable_lora(lora_rank)  # keras-hub's own; PTuningModel keeps the factors trainable
+    backbone.trainable = train_backbone
     return PTuningModel(inputs, logits, name="p_tuning_model")
+
+
+def _check_lora(backbone, lora_rank, train_backbone):
+    """Refuse a bad rank, LoRA with a backbone that trains whole, and LoRA enabled by hand."""
+    validation.positive_int("lora_rank", lora_rank, allow_none=True)
+    lora.check_no_lora(backbone, "pass lora_rank=r instead: p_tuning_model enables keras-hub's "
+                       "LoRA itself, so that the factors survive save/load")
+    if lora_rank is not None and train_backbone:
+        raise ValueError(
+            "`lora_rank` trains a low-rank update of a frozen backbone; with train_backbone=True "
+            f"every backbone weight trains already. Received: lora_rank={lora_rank}, "
+            "train_backbone=True")
 
 
 def _check_head(backbone, head, pooling, num_classes, label_token_ids, mask_token_id, masked_lm_head):
@@ -336,7 +426,7 @@ def _check_head(backbone, head, pooling, num_classes, label_token_ids, mask_toke
             f"`head='causal_lm'` needs a causal backbone (GPT-2); {kind} is a bidirectional "
             "encoder: use head='masked_lm' with a mask_token_id. Received: head='causal_lm'"
         )
-    if head == "classification":
+    if head in ("classification", "similarity"):
         validation.positive_int("num_classes", num_classes)
         if causal and pooling == "cls":
             raise ValueError(
@@ -362,12 +452,13 @@ def _check_head(backbone, head, pooling, num_classes, label_token_ids, mask_toke
     return label_token_ids
 
 
-def _backbone_inputs(backbone, sequence_length):
-    """The backbone's inputs: token ids, segment ids where it has them, padding mask."""
+def _backbone_inputs(backbone, sequence_length, prefix=""):
+    """The backbone's inputs: token ids, segment ids where it has them, padding mask (the
+    layers' names start with `prefix`: a second sentence's)."""
     names = ["token_ids", "segment_ids", "padding_mask"]
     if not _backbones.has_segment_ids(backbone):
         names.remove("segment_ids")
-    return {name: keras.Input((sequence_length,), dtype="int32", name=name) for name in names}
+    return {name: keras.Input((sequence_length,), dtype="int32", name=prefix + name) for name in names}
 
 
 def _prompted_states(backbone, prompts, token_ids, segment_ids, padding_mask, depth, positions=None):
@@ -388,34 +479,68 @@ def _prompted_states(backbone, prompts, token_ids, segment_ids, padding_mask, de
     else:
         tokens = prompt(tokens, token_ids)
         full_mask = padding_mask
-    if positions is None:
-        positions = _RealPositions(name="real_positions")
-    positions = positions(full_mask)
-    x = _backbones.finish_embeddings(backbone, tokens, segment_ids, positions)
 
     def write_in(i, states):  # deep prompts: layer call i reads prompt i at the prompt's positions
         if i == 0:
             return states
         return prompts[i](states[:, n:]) if prefix else prompts[i](states, token_ids)
 
-    return _backbones.run_transformer(backbone, x, full_mask,
-                                      before_layer=write_in if depth == "deep" else None)
+    if positions is None:
+        positions = _RealPositions(name="real_positions")
+    return _states(backbone, tokens, segment_ids, full_mask, positions,
+                   before_layer=write_in if depth == "deep" else None)
 
 
-def _classifier(backbone, x, padding_mask, extra, pooling, num_classes):
-    """Dense(num_classes) on the pooled text states (the text starts at `extra`)."""
+def _states(backbone, token_embeddings, segment_ids, padding_mask, positions=None, before_layer=None):
+    """The backbone's sequence output on token embeddings, positions counting real tokens
+    only (`positions`: a `_RealPositions` layer; a new one by default)."""
+    if positions is None:
+        positions = _RealPositions()
+    x = _backbones.finish_embeddings(backbone, token_embeddings, segment_ids, positions(padding_mask))
+    return _backbones.run_transformer(backbone, x, padding_mask, before_layer=before_layer)
+
+
+def _pooled(backbone, x, padding_mask, extra, pooling, name=None):
+    """The text's states pooled (the text starts at `extra`); `name` names the pooling
+    layers of the prompted sequence (the default names: "mean_pooling", "last_position")."""
     if pooling == "cls":
-        features = x[:, extra, :]
-    elif pooling == "last":
-        last = _LastRealPosition(extra, name="last_position")(padding_mask)
-        features = _gather_positions(x, last)[:, 0, :]
-    else:
-        # the text's tokens only: the prompt's states would weigh in as much as a
-        # sentence of their length, and a frozen sentence encoder's mean is over the text
-        features = MaskedMeanPooling(dtype=backbone.dtype_policy, name="mean_pooling")(
-            x[:, extra:, :], padding_mask=padding_mask)
-    # in the backbone's dtype policy, as keras-hub's task heads
+        return x[:, extra, :]
+    if pooling == "last":
+        last = _LastRealPosition(extra, name=name or "last_position")(padding_mask)
+        return _gather_positions(x, last)[:, 0, :]
+    # the text's tokens only: the prompt's states would weigh in as much as a
+    # sentence of their length, and a frozen sentence encoder's mean is over the text
+    return MaskedMeanPooling(dtype=backbone.dtype_policy, name=name or "mean_pooling")(
+        x[:, extra:, :], padding_mask=padding_mask)
+
+
+def _classifier(backbone, features, num_classes):
+    """Dense(num_classes), in the backbone's dtype policy as keras-hub's task heads."""
     return keras.layers.Dense(num_classes, dtype=backbone.dtype_policy, name="classifier")(features)
+
+
+def _similarity(backbone, x, token_ids, first, second, extra, pooling, num_classes, placeholder_ids):
+    """Dense(num_classes) on [cos(a, b), cos(P a, b)] (the layer "similarities"): the
+    first sentence pooled without the prompt and with it (`x`), against the second."""
+    prompted = _pooled(backbone, x, first["padding_mask"], extra, pooling)
+    if placeholder_ids is None:
+        own_mask = first["padding_mask"]
+    else:  # the template's row without its placeholders
+        own_mask = _WithoutTokens(placeholder_ids, name="without_placeholders")(
+            token_ids, first["padding_mask"])
+    plain = [
+        _pooled(backbone, _states(backbone, _backbones.embed_tokens(backbone, ids), segments, mask),
+                mask, 0, pooling, name=f"{side}_{pooling}_pooling")
+        for side, ids, segments, mask in (
+            ("first", token_ids, first.get("segment_ids"), own_mask),
+            ("second", _CheckedTokenIds(_backbones.vocabulary_size(backbone))(second["token_ids"]),
+             second.get("segment_ids"), second["padding_mask"]),
+        )
+    ]
+    cosine = keras.layers.Dot(axes=-1, normalize=True, dtype=backbone.dtype_policy, name="cosine")
+    similarities = keras.layers.Concatenate(name="similarities")(
+        [cosine([plain[0], plain[1]]), cosine([prompted, plain[1]])])
+    return _classifier(backbone, similarities, num_classes)
 
 
 def _verbalizer(backbone, x, token_ids, padding_mask, extra, head, label_token_ids, mask_token_id,

@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_space import _backbones
 from keras_space.api_export import keras_space_export
+from keras_space.models import _lora as lora
 from keras_space.models.p_tuning import (
     _prompt_encoders,
     _prompted_states,
@@ -67,6 +68,8 @@ class PTuningCausalLM(keras.Model):
                 "`backbone` must be a causal language model (keras_hub.models.GPT2Backbone) to "
                 "generate text; for an encoder use p_tuning_model(..., head='masked_lm'). "
                 f"Received: backbone={type(backbone).__name__}")
+        lora.check_no_lora(backbone, "PTuningCausalLM trains its prompts only (prompts beside LoRA: "
+                           "p_tuning_model(..., lora_rank=r))")
         self.backbone = backbone
         self.options = dict(num_virtual_tokens=num_virtual_tokens, encoder=encoder,
                             encoder_hidden_dim=encoder_hidden_dim, dropout=dropout)
