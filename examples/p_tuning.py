@@ -65,6 +65,7 @@ CORPORA = {
     "student answers": "2015/answers-students.test.tsv",
 }
 ENCODERS = ("mlp", "lstm", "lstm_mlp")
+LORA_RANK = 4
 
 
 def sts_corpus_task(seed, shots=16, held_out=100):
@@ -108,13 +109,34 @@ def pair_features(u, v):
     return keras.ops.concatenate([u, v, keras.ops.abs(u - v), u * v], axis=-1)
 
 
+def trainable_count(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+class EpochTimes(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
 def fit_and_score(model, x_train, y_train, x_test, y_test, lr, epochs):
+    """Held-out accuracy, with the trainable parameter count and the seconds per training
+    step (the median epoch after the first, which compiles)."""
     model.compile(
         keras.optimizers.AdamW(lr),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.fit(x_train, y_train, batch_size=16, epochs=epochs, verbose=0)
-    return float(np.mean(np.argmax(model.predict(x_test, batch_size=64, verbose=0), 1) == y_test))
+    times = EpochTimes()
+    model.fit(x_train, y_train, batch_size=16, epochs=epochs, verbose=0, callbacks=[times])
+    epoch = np.median(times.seconds[1:] or times.seconds)
+    accuracy = float(np.mean(np.argmax(model.predict(x_test, batch_size=64, verbose=0), 1) == y_test))
+    return {"accuracy": accuracy, "trainable": trainable_count(model),
+            "step_s": float(epoch) / -(-len(y_train) // 16)}
 
 
 def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
@@ -132,7 +154,9 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
         return LogisticRegression(C=10.0, max_iter=5000).fit(features_train, y)
 
     def probe(features_train, features_test):
-        return float(fit_probe(features_train).score(features_test, y_test))
+        clf = fit_probe(features_train)
+        return {"accuracy": float(clf.score(features_test, y_test)),
+                "trainable": int(clf.coef_.size + clf.intercept_.size), "step_s": None}
 
     def linear_probe():
         model = encoder()
@@ -171,42 +195,52 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
 
         return fit_and_score(model, split(texts), y, split(test_texts), y_test, 3e-3, epochs)
 
-    def similarity_features():
-        # the sentence encoder's own head, cosine similarity, as the verbalizer:
-        # [cos(a, b), cos(prompt + a, b)], one virtual token anchored at "not" in
-        # the template [CLS] [P] a [SEP] (a contradiction is close to "not" + premise)
+    def similarity(lora_rank=None):
+        # the library's similarity head: [cos(a, b), cos(P a, b)], one virtual token
+        # anchored at "not" in the template [CLS] [P] a [SEP]
         backbone = keras_hub.models.BertBackbone.from_preset(path)
-        plain = sentence_encoder(backbone, pooling="mean")
         slot, anchor = (pre.tokenizer.token_to_id(t) for t in ("[unused1]", "not"))
-        prompted = p_tuning_model(backbone, num_classes=1, num_virtual_tokens=1, placeholder_ids=[slot],
-                                  anchor_token_ids=[anchor], seed=seed)
-        encode = keras.Model(prompted.input, prompted.get_layer("mean_pooling").output)
-        tokens = {k: keras.Input((None,), dtype="int32", name=k) for k in x}
-        unit_b, cos_ab = keras.Input((encode.output.shape[-1],)), keras.Input((1,))
-        cos = keras.ops.sum(keras.ops.normalize(encode(tokens)) * unit_b, axis=-1, keepdims=True)
-        model = keras.Model([tokens, unit_b, cos_ab], keras.ops.concatenate([cos_ab, cos], axis=-1))
+        model = p_tuning_model(backbone, num_classes=num_classes, head="similarity",
+                               num_virtual_tokens=1, placeholder_ids=[slot],
+                               anchor_token_ids=[anchor], seed=seed, lora_rank=lora_rank)
 
         def data(a, b):
-            u, v = (np.asarray(keras.ops.normalize(encode_texts(plain, pre, list(t)))) for t in (a, b))
-            template = apply_prompt_template({k: np.asarray(w) for k, w in pre(list(a)).items()},
-                                             [slot, "text"], [slot])
-            return [template, v, np.sum(u * v, axis=1, keepdims=True)]
+            first = apply_prompt_template({k: np.asarray(w) for k, w in pre(list(a)).items()},
+                                          [slot, "text"], [slot])
+            return [first, {k: np.asarray(w) for k, w in pre(list(b)).items()}]
 
-        return model, data(*texts), data(*test_texts)
+        features = keras.Model(model.input, model.get_layer("similarities").output)
+        return model, features, data(*texts), data(*test_texts)
 
     def similarity_probe():
-        model, train, test = similarity_features()
-        return probe(*(model.predict(d, batch_size=64, verbose=0) for d in (train, test)))
+        # the hand-written "not", no training: the similarity head's features at the anchor
+        _, features, train, test = similarity()
+        return probe(*(features.predict(d, batch_size=64, verbose=0) for d in (train, test)))
 
-    def similarity_p_tuning():
+    def similarity_p_tuning(lora_rank=None):
         # linear probing, then tuning: the head starts at the probe's solution on
-        # the anchor's features, then the prompt and the head train
-        features, train, test = similarity_features()
+        # the anchor's features, then the prompt (and LoRA) and the head train
+        model, features, train, test = similarity(lora_rank)
         clf = fit_probe(features.predict(train, batch_size=64, verbose=0))
-        head = keras.layers.Dense(num_classes)
-        model = keras.Model(features.input, head(features.output))
-        head.set_weights([clf.coef_.T.astype("float32"), clf.intercept_.astype("float32")])
+        model.get_layer("classifier").set_weights([clf.coef_.T.astype("float32"),
+                                                   clf.intercept_.astype("float32")])
         return fit_and_score(model, train, y, test, y_test, 3e-3, epochs)
+
+    def lora(rank=LORA_RANK):
+        # keras-hub's own LoRA on the sentence encoder, no prompt (its biases frozen, as
+        # p_tuning_model does and HF PEFT's default)
+        backbone = keras_hub.models.BertBackbone.from_preset(path)
+        backbone.enable_lora(rank)
+        for w in backbone.trainable_weights:
+            w.trainable = w.name.startswith("lora_kernel_")
+        encoder_model = sentence_encoder(backbone, pooling="mean")
+        model = keras.Model(encoder_model.input, keras.layers.Dense(num_classes)(encoder_model.output))
+        return fit_and_score(model, x, y, x_test, y_test, 3e-3, epochs)
+
+    def prompts_and_lora(rank=LORA_RANK):
+        backbone = keras_hub.models.BertBackbone.from_preset(path)
+        model = p_tuning_model(backbone, num_classes=num_classes, seed=seed, lora_rank=rank)
+        return fit_and_score(model, x, y, x_test, y_test, 3e-3, epochs)
 
     def full_fine_tuning():
         model = encoder()
@@ -219,10 +253,13 @@ def methods(texts, y, test_texts, y_test, pre, path, seed, epochs=20):
     for name in ENCODERS:
         out[f"P-tuning, {name} encoder"] = lambda name=name: p_tuning(name)
     out["P-tuning v2, deep prompts, mlp encoder"] = lambda: p_tuning("mlp", depth="deep")
+    out[f"LoRA (rank {LORA_RANK}), no prompt"] = lora
+    out[f"P-tuning + LoRA (rank {LORA_RANK})"] = prompts_and_lora
     if pairs:
         out["P-tuning, mlp, each sentence alone"] = siamese_p_tuning
         out["linear probe (cos(a, b), cos('not' a, b))"] = similarity_probe
-        out["P-tuning, similarity verbalizer"] = similarity_p_tuning
+        out["P-tuning, similarity head"] = similarity_p_tuning
+        out[f"P-tuning, similarity head + LoRA (rank {LORA_RANK})"] = lambda: similarity_p_tuning(LORA_RANK)
     out["full fine-tuning"] = full_fine_tuning
     return out
 
@@ -253,18 +290,23 @@ def main():
                     continue
                 set_deterministic(seed)
                 start = time.perf_counter()
-                acc = fn()
+                run = fn()
                 seconds = time.perf_counter() - start
-                results.setdefault(task, {}).setdefault(name, []).append(acc)
-                print(f"{task}  seed {seed}  {name:<36s} accuracy {acc:.3f}  ({seconds:.0f} s)",
-                      flush=True)
+                results.setdefault(task, {}).setdefault(name, []).append(run)
+                step = "" if run["step_s"] is None else f", {1e3 * run['step_s']:.0f} ms a step"
+                print(f"{task}  seed {seed}  {name:<36s} accuracy {run['accuracy']:.3f}  "
+                      f"({seconds:.0f} s, {run['trainable']:,} trainable{step})", flush=True)
     for task, rows in results.items():
-        print(f"\n{task}: held-out accuracy over {args.seeds} seeds (mean ± std, min–max)")
-        print("| method | accuracy |")
-        print("|---|---|")
-        for name, accs in rows.items():
+        print(f"\n{task}: held-out accuracy over {args.seeds} seeds (mean ± std, min–max), "
+              "trainable parameters, training step time")
+        print("| method | accuracy | trainable | step |")
+        print("|---|---|---|---|")
+        for name, runs in rows.items():
+            accs = [r["accuracy"] for r in runs]
+            steps = [r["step_s"] for r in runs if r["step_s"] is not None]
+            step = f"{1e3 * np.mean(steps):.0f} ms" if steps else "—"
             print(f"| {name} | {np.mean(accs):.3f} ± {np.std(accs):.3f} "
-                  f"({min(accs):.3f}–{max(accs):.3f}) |")
+                  f"({min(accs):.3f}–{max(accs):.3f}) | {runs[0]['trainable']:,} | {step} |")
     print(json.dumps(results))
 
 
