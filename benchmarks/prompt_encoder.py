@@ -7,6 +7,12 @@ Prints one JSON object. The same MiniLM backbone (6 layers, 384 wide) with a
     everything trainable (what keras-hub's BertTextClassifier does),
   - P-tuning, prefix mode, MLP and LSTM encoders, backbone frozen,
   - P-tuning, template mode (virtual tokens inside the sequence), MLP encoder;
+  - deep prompts (P-tuning v2: a prompt at every layer), MLP encoder;
+  - LoRA, keras-hub's `enable_lora(4)` on the query and value projections, no
+    prompt (biases frozen), Dense head on [CLS];
+  - P-tuning (prefix, MLP) + LoRA rank 4 (`lora_rank=4`);
+  - the similarity head (`head="similarity"`: one virtual token in a template,
+    the pair's second sentence the same rows): three passes through the backbone;
 time per training step is the best over rounds that visit every model in
 turn (this shared machine flips between two speeds, a factor 2 apart, so the
 median is not stable; the best is), reported as a ratio to full fine-tuning.
@@ -39,6 +45,15 @@ def full_finetune(backbone):
     return keras.Model(backbone.input, keras.layers.Dense(2)(pooled))
 
 
+def lora_only(backbone, rank):
+    """keras-hub's own LoRA, factors only (the projections' biases frozen), [CLS] head."""
+    backbone.enable_lora(rank)
+    for w in backbone.trainable_weights:
+        w.trainable = w.name.startswith("lora_kernel_")
+    pooled = backbone.output["sequence_output"][:, 0, :]
+    return keras.Model(backbone.input, keras.layers.Dense(2)(pooled))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=16)
@@ -67,9 +82,16 @@ def main():
         "p-tuning prefix mlp": dict(encoder="mlp"),
         "p-tuning prefix lstm": dict(encoder="lstm"),
         "p-tuning template mlp": dict(encoder="mlp", placeholder_ids=list(range(1, 1 + args.virtual))),
+        "p-tuning v2 deep mlp": dict(encoder="mlp", depth="deep"),
+        "p-tuning prefix mlp + lora 4": dict(encoder="mlp", lora_rank=4),
     }.items():
         b = keras_hub.models.BertBackbone.from_preset(path)
         models[name] = p_tuning_model(b, num_classes=2, num_virtual_tokens=args.virtual, **kw)
+    models["lora 4, no prompt"] = lora_only(keras_hub.models.BertBackbone.from_preset(path), 4)
+    models["similarity head, 1 token"] = p_tuning_model(
+        keras_hub.models.BertBackbone.from_preset(path), num_classes=2, head="similarity",
+        num_virtual_tokens=1, placeholder_ids=[1])
+    inputs = {name: [x, x] if name.startswith("similarity") else x for name in models}
 
     backbone_params = count(backbone.weights)
     result = {
@@ -81,12 +103,13 @@ def main():
     }
     for m in models.values():
         m.compile(keras.optimizers.AdamW(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        m.fit(x, y, batch_size=args.batch, epochs=1, verbose=0)  # trace + warm up
+    for name, m in models.items():
+        m.fit(inputs[name], y, batch_size=args.batch, epochs=1, verbose=0)  # trace + warm up
     times = {k: [] for k in models}
     for _ in range(args.rounds):
         for name, m in models.items():
             start = time.perf_counter()
-            m.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
+            m.fit(inputs[name], y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
             times[name].append((time.perf_counter() - start) / 4)
     full_time = float(np.min(times["full fine-tuning"]))
     full_params = count(models["full fine-tuning"].trainable_weights)

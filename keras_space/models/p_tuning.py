@@ -607,7 +607,12 @@ def freeze_prompts(model):
     def clone(layer):
         return layer.freeze() if isinstance(layer, PromptEncoder) else layer
 
-    return keras.models.clone_model(model, clone_function=clone)
+    # an uncompiled view on the same layers: Keras compiles a clone of a compiled model
+    # with its optimizer's config, which a LayerwiseLearningRate built for the trainable
+    # model (its groups, one per variable) refuses, and a served model needs none
+    view = (PTuningModel if isinstance(model, PTuningModel) else keras.Model)(
+        model.input, model.output, name=model.name)
+    return keras.models.clone_model(view, clone_function=clone)
 
 
 @keras_space_export("keras_space.models.apply_prompt_template")

@@ -208,6 +208,10 @@ def test_lora_rate_of_its_own_and_accumulation_equal_one_large_batch_step(tmp_pa
     second = {k: v[2:] for k, v in x.items()}
     for m in (model, resumed):
         m.fit(second, y[2:], batch_size=2, epochs=1, verbose=0)
+    # the serving forms of a model compiled with the wrapped optimizer (a clone of a
+    # compiled model once took its optimizer's config, which the wrapper refused)
+    np.testing.assert_array_equal(np.asarray(freeze_prompts(model)(x)), np.asarray(model(x)))
+    np.testing.assert_allclose(np.asarray(merge_lora(model)(x)), np.asarray(model(x)), atol=2e-6)
     for a, b in zip(resumed.weights, model.weights, strict=True):
         # TensorFlow: bit for bit; JAX recompiles the step on the reloaded model and XLA's
         # fusion moves the last bit of float32 updates (also without LoRA)

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_space.models import apply_prompt_template, freeze_prompts, p_tuning_model
+from keras_space.models import apply_prompt_template, freeze_prompts, merge_lora, p_tuning_model
 from tests.models.p_tuning_backbones_test import (
     STAND_INS,
     prefixed,
@@ -107,3 +107,21 @@ def test_similarity_head_refusals():
     ids, mask = rows(4)
     with pytest.raises(Exception, match="token_ids"):  # the second sentence's ids are checked too
         model([side(model, ids, mask), side(model, ids + 64, mask)])
+
+
+def test_similarity_head_with_lora_under_mixed_bfloat16():
+    """The same weights in a mixed_bfloat16 model: finite logits near the float32 ones
+    (bfloat16 keeps 8 significant bits: 4e-3 relative rounding per operation, through two
+    layers, three passes and the cosines: 5e-2 on logits of order 1), merged alike."""
+    exact = p_tuning_model(small_backbone("bert"), num_classes=3, head="similarity",
+                           num_virtual_tokens=2, lora_rank=2)
+    mixed = p_tuning_model(small_backbone("bert", dtype="mixed_bfloat16"), num_classes=3,
+                           head="similarity", num_virtual_tokens=2, lora_rank=2)
+    for mine, theirs in zip(mixed.weights, exact.weights, strict=True):
+        mine.assign(np.asarray(theirs).astype(mine.dtype))
+    x = [side(exact, *rows(1)), side(exact, *rows(2))]
+    want = np.asarray(exact(x))
+    for model in (mixed, merge_lora(mixed)):
+        got = np.asarray(keras.ops.cast(model(x), "float32"))
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, atol=5e-2)
