@@ -11,7 +11,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_space.models import apply_prompt_template, freeze_prompts, merge_lora, p_tuning_model
+from keras_space.models import (
+    apply_prompt_template,
+    freeze_prompts,
+    merge_lora,
+    p_tuning_model,
+)
 from tests.models.p_tuning_backbones_test import (
     STAND_INS,
     prefixed,
