@@ -219,9 +219,10 @@ def test_lora_rate_of_its_own_and_accumulation_equal_one_large_batch_step(tmp_pa
                                    atol=0 if BACKEND == "tensorflow" else 1e-7, err_msg=a.path)
 
 
-def test_keras_reload_keeps_factors_kernels_and_what_is_frozen(tmp_path):
+@pytest.mark.parametrize("kind", ["albert", "gpt2"])  # ALBERT: LoRA on shared layers
+def test_keras_reload_keeps_factors_kernels_and_what_is_frozen(kind, tmp_path):
     """Keras alone would save W + A B as the kernel and lose the factors."""
-    backbone, model = lora_model("gpt2")
+    backbone, model = lora_model(kind)
     randomise_prompts(model, seed=8)
     randomise_factors(model, seed=9)
     x = inputs_for(model, *rows(10))
@@ -235,7 +236,7 @@ def test_keras_reload_keeps_factors_kernels_and_what_is_frozen(tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded(x)), before)
     # the same through save_weights / load_weights into a new model
     model.save_weights(tmp_path / "lora.weights.h5")
-    _, other = lora_model("gpt2")
+    _, other = lora_model(kind)
     other.load_weights(tmp_path / "lora.weights.h5")
     np.testing.assert_array_equal(np.asarray(other(x)), before)
     # freeze_prompts keeps the LoRA layers (shared); merging it serves the same logits
