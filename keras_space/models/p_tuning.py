@@ -260,7 +260,8 @@ def p_tuning_model(
           `"similarities"`), into Dense(num_classes): `a` the first sentence
           without the prompt (in template mode, its row with the placeholders
           left out), `P a` with it, `b` the second sentence, each pooled as
-          `pooling` says. With one virtual token anchored at "not"
+          `pooling` says (all three in the model's mode: in `fit`, with the
+          backbone's dropout). With one virtual token anchored at "not"
           (`num_virtual_tokens=1, placeholder_ids=[slot],
           anchor_token_ids=[not_id]`, rows `[CLS] [P] a [SEP]`), the prompt starts
           as the hand-written "not", which moves a premise towards its
@@ -521,7 +522,10 @@ def _classifier(backbone, features, num_classes):
 
 def _similarity(backbone, x, token_ids, first, second, extra, pooling, num_classes, placeholder_ids):
     """Dense(num_classes) on [cos(a, b), cos(P a, b)] (the layer "similarities"): the
-    first sentence pooled without the prompt and with it (`x`), against the second."""
+    first sentence pooled without the prompt and with it (`x`), against the second. All
+    three passes run in the model's mode (in `fit`, with the backbone's dropout: Keras
+    passes the model's `training` to every layer call of a functional graph, overriding
+    a `training=False` given when it was built)."""
     prompted = _pooled(backbone, x, first["padding_mask"], extra, pooling)
     if placeholder_ids is None:
         own_mask = first["padding_mask"]
