@@ -130,4 +130,3 @@ def test_similarity_head_with_lora_under_mixed_bfloat16():
         got = np.asarray(keras.ops.cast(model(x), "float32"))
         assert np.isfinite(got).all()
         np.testing.assert_allclose(got, want, atol=5e-2)
-
