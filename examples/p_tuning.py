@@ -27,11 +27,18 @@ Methods, all on the same examples, one seed = one draw of the training set:
     cosine similarity, read as [cos(a, b), cos(P a, b)] with P one virtual
     token started at "not" (template [CLS] [P] a [SEP]), the Dense head
     started at the logistic regression on the anchor's features (the third
-    probe, the hand-written "not" without training);
+    probe, the hand-written "not" without training): `p_tuning_model(...,
+    head="similarity")`, also with LoRA beside it;
+  - LoRA: keras-hub's `enable_lora(4)` on the query and value projections, no prompt
+    (factors only), mean pooling + Dense; and P-tuning + LoRA
+    (`p_tuning_model(..., lora_rank=4)`); the P-tuning optimiser (AdamW 3e-3, 20 epochs);
   - full fine-tuning: MiniLM + mean pooling + Dense, every weight trainable;
     AdamW 5e-5, 10 epochs.
 `set_deterministic` is called before TensorFlow starts and every run reseeds
-it, so a seed gives the same accuracy every time, in any process. Prints the table and one JSON object.
+it, so a seed gives the same accuracy every time, in any process. Each run reports its
+trainable weights and seconds per training step (the median epoch after the first; the
+step-time ratios in the guide come from benchmarks/prompt_encoder.py on an idle machine).
+Prints the table and one JSON object.
 """
 
 import argparse
