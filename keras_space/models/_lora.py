@@ -87,7 +87,6 @@ def attach(model):
             variable.trainable = is_factor(variable)
     if layers:  # past Keras's tracking: not a sublayer, no weights of its own
         object.__setattr__(model, "_lora_factors", _LoraFactors(layers))
-    return layers
 
 
 def config_of(model):
